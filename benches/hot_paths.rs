@@ -1,0 +1,235 @@
+//! Criterion benches of the per-request hot paths: the bearer decision (decode, look up, compare, claims) at
+//! 1 000 and 1 000 000 keys, NWS4 and RFC 9421 verification of a GET and a 1 KiB POST, the replay window, and
+//! header rewriting.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+use keyward::auth::nws4::{self, Nws4Credentials, Nws4Request};
+use keyward::auth::replay::ReplayCache;
+use keyward::auth::signature::{self, SignaturePolicy, SignatureRequest};
+use keyward::auth::{Authenticator, Principal};
+use keyward::config::Config;
+use keyward::keys::cache::KeyCache;
+use keyward::keys::secret::Secret;
+use keyward::keys::view::encode_credential;
+use keyward::keys::{ApiKey, ChangeEvent};
+use keyward::policy::{Claim, authorize};
+use keyward::proxy::headers::{self, ContextHeaders};
+
+fn key(i: usize) -> ApiKey {
+    let now = Utc::now();
+    ApiKey {
+        id: format!("{i:024x}"),
+        client_id: format!("client{i:034}"),
+        client_secret: Secret::new(format!("{i:064x}")),
+        previous_secret: None,
+        name: format!("key-{i}"),
+        description: None,
+        user_name: Some("alice".into()),
+        device_name: Some("pos-1".into()),
+        permissions: vec!["orders:*".into(), "ApiKeyList".into()],
+        schemes: None,
+        is_active: true,
+        revoked: false,
+        revoked_at: None,
+        expires_at: None,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+fn authenticator(n: usize) -> Authenticator {
+    let cache = Arc::new(KeyCache::new());
+    cache.apply(ChangeEvent::Reload((0..n).map(key).collect()));
+    let cfg = Config::default();
+    Authenticator::new(cache, &cfg.auth, &cfg.proxy)
+}
+
+fn bearer_decision(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bearer_decision");
+    let required = [Claim::parse("orders:read").expect("valid")];
+    for n in [1_000usize, 1_000_000] {
+        let auth = authenticator(n);
+        let probe = key(n / 2);
+        let encoded = encode_credential(&probe.client_id, probe.client_secret.expose());
+        group.bench_with_input(BenchmarkId::from_parameter(n), &encoded, |b, encoded| {
+            b.iter(|| {
+                let p = auth
+                    .bearer(black_box(encoded.as_bytes()), Utc::now())
+                    .expect("authenticates");
+                authorize(&p.entry.claims, &required).expect("authorized");
+            });
+        });
+    }
+    group.finish();
+}
+
+fn signed_headers(method: &Method, body: &[u8]) -> (Uri, HeaderMap, HeaderMap) {
+    let url: Uri = "http://127.0.0.1:8080/orders/42?expand=items"
+        .parse()
+        .expect("uri");
+    let k = key(7);
+    let mut nws = HeaderMap::new();
+    nws.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+    for (name, value) in nws4::sign(
+        method,
+        &url,
+        &[],
+        body,
+        &k.client_id,
+        k.client_secret.expose(),
+        Utc::now(),
+    ) {
+        nws.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(&value).expect("value"),
+        );
+    }
+    let signed = keyward::sign::sign_headers(
+        keyward::sign::SignScheme::Rfc9421,
+        method,
+        &url,
+        &[],
+        body,
+        &k.client_id,
+        k.client_secret.expose(),
+    )
+    .expect("signs");
+    let mut rfc = HeaderMap::new();
+    rfc.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+    for (name, value) in signed {
+        rfc.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(&value).expect("value"),
+        );
+    }
+    if !body.is_empty() {
+        rfc.insert("content-length", HeaderValue::from(body.len()));
+    }
+    (url, nws, rfc)
+}
+
+fn hmac_verify(c: &mut Criterion) {
+    let k = key(7);
+    let secret = k.client_secret.expose().to_owned();
+    let body_1k = vec![b'x'; 1024];
+    for (label, method, body) in [
+        ("get", Method::GET, &[][..]),
+        ("post_1k", Method::POST, &body_1k[..]),
+    ] {
+        let (url, nws, rfc) = signed_headers(&method, body);
+        let authz = nws
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .expect("signed")
+            .to_owned();
+        c.bench_function(&format!("nws4_verify/{label}"), |b| {
+            b.iter(|| {
+                let creds = Nws4Credentials::parse(black_box(&authz)).expect("parses");
+                let req = Nws4Request {
+                    method: &method,
+                    path: url.path(),
+                    query: url.query(),
+                    headers: &nws,
+                    host: "127.0.0.1:8080",
+                };
+                let v = nws4::verify(
+                    &req,
+                    &creds,
+                    &secret,
+                    Utc::now(),
+                    std::time::Duration::from_secs(300),
+                )
+                .expect("verifies");
+                assert!(v.body_matches(body));
+            });
+        });
+        let policy = SignaturePolicy::default();
+        c.bench_function(&format!("rfc9421_verify/{label}"), |b| {
+            b.iter(|| {
+                let parsed = signature::parse(black_box(&rfc), &policy).expect("parses");
+                let req = SignatureRequest {
+                    method: &method,
+                    scheme: "http",
+                    authority: "127.0.0.1:8080",
+                    path: url.path(),
+                    query: url.query(),
+                    headers: &rfc,
+                    has_body: !body.is_empty(),
+                };
+                let v = signature::verify(
+                    &req,
+                    &parsed,
+                    secret.as_bytes(),
+                    &policy,
+                    Utc::now().timestamp(),
+                )
+                .expect("verifies");
+                if let Some(d) = v.content_digest {
+                    d.check(body).expect("digest");
+                }
+            });
+        });
+    }
+}
+
+fn replay_window(c: &mut Criterion) {
+    let cache = ReplayCache::new(std::time::Duration::from_secs(300), 10_000_000);
+    let mut i: u64 = 0;
+    c.bench_function("replay_check_and_insert", |b| {
+        b.iter(|| {
+            i += 1;
+            cache
+                .check_and_insert("0123456789abcdef01234567", &i.to_le_bytes(), Instant::now())
+                .expect("fresh");
+        });
+    });
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let auth = authenticator(10);
+    let probe = key(3);
+    let principal: Principal = auth
+        .bearer(
+            encode_credential(&probe.client_id, probe.client_secret.expose()).as_bytes(),
+            Utc::now(),
+        )
+        .expect("ok");
+    let context = ContextHeaders::new("X-Auth-");
+    let mut base = HeaderMap::new();
+    base.insert("host", HeaderValue::from_static("api.example.com"));
+    base.insert("authorization", HeaderValue::from_static("Bearer abc"));
+    base.insert("x-auth-user", HeaderValue::from_static("spoofed"));
+    base.insert("accept", HeaderValue::from_static("application/json"));
+    base.insert("connection", HeaderValue::from_static("keep-alive"));
+    let api_key = HeaderName::from_static("x-api-key");
+    c.bench_function("header_rewrite", |b| {
+        b.iter(|| {
+            let mut h = base.clone();
+            headers::remove_hop_by_hop(&mut h, false);
+            headers::strip_credentials(&mut h, &api_key);
+            context.strip(&mut h);
+            context.set(&mut h, &principal);
+            black_box(h)
+        });
+    });
+}
+
+mod group {
+    use super::*;
+    criterion_group!(
+        benches,
+        bearer_decision,
+        hmac_verify,
+        replay_window,
+        header_rewrite
+    );
+}
+criterion_main!(group::benches);

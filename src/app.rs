@@ -1,0 +1,202 @@
+//! Wiring: open the store, load the key map, bind both listeners, spawn the tasks, and drain on shutdown
+//! within the grace limit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::auth::Authenticator;
+use crate::config::{Config, StoreConfig};
+use crate::keys::cache::KeyCache;
+use crate::keys::sqlite::SqliteStore;
+use crate::keys::{ChangeEvent, KeyStore, StoreError};
+use crate::metrics::Metrics;
+use crate::proxy::{self, ProxyState};
+use crate::server::{Listener, tls};
+
+/// Why the app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or read.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A listener could not bind.
+    #[error("bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// TLS files are bad.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The upstream client could not be built.
+    #[error("upstream: {0}")]
+    Upstream(#[from] proxy::forward::UpstreamSetupError),
+}
+
+/// A built, bound Keyward ready to run.
+pub struct App {
+    config: Config,
+    proxy: Listener,
+    admin: Listener,
+    proxy_state: Arc<ProxyState>,
+    admin_state: Arc<AdminState>,
+    store_watch: Option<SqliteStore>,
+}
+
+/// Open the configured store.
+pub fn open_store(
+    cfg: &StoreConfig,
+) -> Result<(Arc<dyn KeyStore>, Option<SqliteStore>), StoreError> {
+    match cfg {
+        StoreConfig::Sqlite { path } => {
+            let store = SqliteStore::open(path)?;
+            Ok((Arc::new(store.clone()), Some(store)))
+        }
+        StoreConfig::Postgres { .. } => Err(StoreError::Unavailable(
+            "the postgres store is not available in this build".into(),
+        )),
+    }
+}
+
+// === impl App ===
+
+impl App {
+    /// Open the store, load every key, bind the listeners.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let (store, store_watch) = open_store(&config.store)?;
+        let cache = Arc::new(KeyCache::new());
+        let started = std::time::Instant::now();
+        cache.apply(ChangeEvent::Reload(store.load_all().await?));
+        tracing::info!(
+            keys = cache.len(),
+            store = store.kind(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Keys loaded"
+        );
+        let metrics = Arc::new(Metrics::new(store.kind()));
+        let auth = Arc::new(Authenticator::new(
+            Arc::clone(&cache),
+            &config.auth,
+            &config.proxy,
+        ));
+        let proxy_state = Arc::new(ProxyState::new(
+            &config,
+            Arc::clone(&auth),
+            Arc::clone(&metrics),
+        )?);
+        let admin_state = Arc::new(AdminState {
+            auth,
+            cache,
+            store,
+            metrics,
+            bootstrap_token: config.admin.bootstrap_token.clone(),
+            max_body: config.limits.max_admin_body,
+            access_log: config.log.access_log,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        let proxy_tls = config
+            .proxy
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()?;
+        let admin_tls = config
+            .admin
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()?;
+        let proxy = Listener::bind("proxy", config.proxy.listen, proxy_tls)
+            .await
+            .map_err(|e| StartError::Bind(config.proxy.listen, e))?;
+        let admin = Listener::bind("admin", config.admin.listen, admin_tls)
+            .await
+            .map_err(|e| StartError::Bind(config.admin.listen, e))?;
+        Ok(Self {
+            config,
+            proxy,
+            admin,
+            proxy_state,
+            admin_state,
+            store_watch,
+        })
+    }
+
+    /// The proxy's bound address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy.local_addr().unwrap_or(self.config.proxy.listen)
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin.listen)
+    }
+
+    /// Serve until `shutdown` completes, then drain both listeners within `shutdown_grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (tx, rx) = watch::channel(false);
+        let grace = self.config.shutdown_grace;
+        let limits = self.config.limits.clone();
+        let ps = Arc::clone(&self.proxy_state);
+        let proxy_task = tokio::spawn(self.proxy.serve(
+            limits.clone(),
+            move |c, r| proxy::handle(Arc::clone(&ps), c, r),
+            rx.clone(),
+            grace,
+        ));
+        let st = Arc::clone(&self.admin_state);
+        let admin_task = tokio::spawn(self.admin.serve(
+            limits,
+            move |c, r| admin::handle(Arc::clone(&st), c, r),
+            rx.clone(),
+            grace,
+        ));
+        let watcher = self
+            .store_watch
+            .map(|store| tokio::spawn(watch_sqlite(store, Arc::clone(&self.admin_state), rx)));
+        shutdown.await;
+        tracing::info!(
+            grace_s = grace.as_secs(),
+            "Shutting down: draining in-flight requests"
+        );
+        let _ = tx.send(true);
+        let _ = tokio::join!(proxy_task, admin_task);
+        if let Some(w) = watcher {
+            w.abort();
+        }
+    }
+}
+
+/// Reload the map when another process (e.g. `keyward keys create`) commits to the SQLite file.
+async fn watch_sqlite(store: SqliteStore, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = store.data_version().await.ok();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Ok(now) = store.data_version().await else {
+            state.metrics.store_up.set(0);
+            continue;
+        };
+        state.metrics.store_up.set(1);
+        if last == Some(now) {
+            continue;
+        }
+        let _guard = state.write_lock.lock().await;
+        match store.load_all().await {
+            Ok(keys) => {
+                tracing::info!(
+                    keys = keys.len(),
+                    "Store changed by another process: keys reloaded"
+                );
+                state.cache.apply(ChangeEvent::Reload(keys));
+                last = Some(now);
+            }
+            Err(e) => tracing::warn!(error = %e, "Reload after an external store change failed"),
+        }
+    }
+}

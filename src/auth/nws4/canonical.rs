@@ -1,0 +1,167 @@
+//! NWS4 canonicalisation (NWS4.md §1.2, §1.3): path, query, header block, string to sign and signing key.
+
+use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sha2::{Digest, Sha256};
+
+use super::SCHEME;
+
+/// RFC 3986 unreserved characters stay; everything else is `%XX` with upper-case hex (§1.2 query, §1.4 PHP `E`).
+pub(super) const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// C# path form: unreserved plus `/` and `:` stay (§1.2 canonical path, §7.8).
+const PATH_CSHARP: &AsciiSet = &RFC3986.remove(b'/').remove(b':');
+
+/// PHP path form: `rawurlencode` then `%2F` back to `/`, so only `/` is added to the unreserved set (§1.2).
+const PATH_PHP: &AsciiSet = &RFC3986.remove(b'/');
+
+/// The chunked seed's payload-hash literal (§4); only recognised in order to reject it.
+pub(super) const STREAMING_PAYLOAD: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Canonical path as the C# client builds it: the raw (still percent-encoded) path, byte-wise encoded,
+/// so an existing `%20` becomes `%2520`; an empty path becomes `/` (§1.2, §7.8).
+pub fn canonical_path(raw_path: &str) -> String {
+    if raw_path.is_empty() {
+        return "/".to_owned();
+    }
+    utf8_percent_encode(raw_path, PATH_CSHARP).to_string()
+}
+
+/// The PHP client's path form, offered as a second candidate only when it can differ safely: the path
+/// contains `:` and does not start with `//` (PHP collapses leading slashes, §6 and §7.8).
+pub(super) fn php_path_candidate(raw_path: &str) -> Option<String> {
+    if !raw_path.contains(':') || raw_path.starts_with("//") {
+        return None;
+    }
+    let rest = raw_path.trim_start_matches('/');
+    Some(format!("/{}", utf8_percent_encode(rest, PATH_PHP)))
+}
+
+/// Canonical query (§1.2, §7.9): split on `&`, then on `=` keeping only pieces 0 and 1 (later pieces are
+/// dropped, as every client does), sort stably by key bytes, RFC 3986-encode key and value, join `k=v` with `&`.
+/// No query, or an empty one, gives the empty string.
+pub fn canonical_query(raw_query: Option<&str>) -> String {
+    let Some(raw) = raw_query.filter(|q| !q.is_empty()) else {
+        return String::new();
+    };
+    let mut pairs: Vec<(&str, &str)> = raw
+        .split('&')
+        .map(|part| {
+            let mut pieces = part.split('=');
+            let key = pieces.next().unwrap_or("");
+            (key, pieces.next().unwrap_or(""))
+        })
+        .collect();
+    // Stable sort by key only: C# keeps repeated keys in their original order (§1.2 step 3).
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let encoded: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, RFC3986),
+                utf8_percent_encode(v, RFC3986)
+            )
+        })
+        .collect();
+    encoded.join("&")
+}
+
+/// Header value canonicalisation (§1.2): every whitespace run becomes one space, then trim.
+pub fn fold_header_value(value: &str) -> String {
+    value.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Canonical header block and signed-header list from `(lower-case name, folded value)` pairs with unique
+/// names. The block is sorted by the lower-case name, the list by the ASCII upper-case name (§1.2, §7.1).
+pub(super) fn header_block_and_list(headers: &[(String, String)]) -> (String, String) {
+    let mut block: Vec<&(String, String)> = headers.iter().collect();
+    block.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let block: Vec<String> = block.iter().map(|(n, v)| format!("{n}:{v}")).collect();
+
+    let mut list: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    list.sort_by_cached_key(|n| n.to_ascii_uppercase());
+    // No trailing newline after the block (§1.2, §7.2): the caller joins the fields with `\n`.
+    (block.join("\n"), list.join(";"))
+}
+
+/// The canonical request (§1.2): six fields joined by `\n`, no trailing newline.
+///
+/// `headers` are the signed headers as `(name, value)`; names are lower-cased and values folded here.
+/// Names must be unique case-insensitively (join repeated values with `,` beforehand, §7.11).
+pub fn canonical_request(
+    method: &str,
+    raw_path: &str,
+    raw_query: Option<&str>,
+    headers: &[(&str, &str)],
+    payload_hash_hex: &str,
+) -> String {
+    let prepared: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), fold_header_value(v)))
+        .collect();
+    assemble(
+        method,
+        &canonical_path(raw_path),
+        raw_query,
+        &prepared,
+        payload_hash_hex,
+    )
+}
+
+/// Joins already-canonical pieces; `headers` must be lower-case names with folded values.
+pub(super) fn assemble(
+    method: &str,
+    canonical_path: &str,
+    raw_query: Option<&str>,
+    headers: &[(String, String)],
+    payload_hash_hex: &str,
+) -> String {
+    let (block, list) = header_block_and_list(headers);
+    format!(
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        method.to_ascii_uppercase(),
+        canonical_path,
+        canonical_query(raw_query),
+        block,
+        list,
+        payload_hash_hex
+    )
+}
+
+/// String to sign (§1.3): scheme, timestamp, client id and the hex SHA-256 of the canonical request.
+pub fn string_to_sign(timestamp: &str, client_id: &str, canonical_request: &str) -> String {
+    let digest = hex::encode(Sha256::digest(canonical_request.as_bytes()));
+    format!("{SCHEME}\n{timestamp}\n{client_id}\n{digest}")
+}
+
+/// Signing key (§1.3, §7.4): `HMAC-SHA256("NWS4" ‖ secret as text, timestamp[0..10])`. The secret is
+/// not hex-decoded, and the date comes from the signed timestamp, never from the server clock.
+pub fn signing_key(client_secret: &str, timestamp: &str) -> [u8; 32] {
+    let date = timestamp.get(..10).unwrap_or(timestamp);
+    let mut key = Vec::with_capacity(4 + client_secret.len());
+    key.extend_from_slice(b"NWS4");
+    key.extend_from_slice(client_secret.as_bytes());
+    let mut mac = new_mac(&key);
+    mac.update(date.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// A fresh HMAC-SHA256 over `key`.
+pub(super) fn new_mac(key: &[u8]) -> HmacSha256 {
+    // Invariant, not input: HMAC pads or hashes keys of any length, so `new_from_slice` cannot fail.
+    HmacSha256::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length")
+}
+
+/// Signature (§1.3): HMAC-SHA256 of the string to sign under the signing key.
+pub fn signature(signing_key: &[u8; 32], string_to_sign: &str) -> [u8; 32] {
+    let mut mac = new_mac(signing_key);
+    mac.update(string_to_sign.as_bytes());
+    mac.finalize().into_bytes().into()
+}

@@ -1,0 +1,349 @@
+//! Replay protection: a signature is accepted once within its validity window.
+//!
+//! DESIGN.md §4: a replay inside the window (same key and nonce, or same key and signature) is rejected.
+//! A signed timestamp may lie up to `window` in the future or the past (NWS4.md §5.8), so a token must be
+//! remembered for `2 × window` after it is first seen.
+//!
+//! Layout: [`SHARDS`] independent `Mutex<Shard>`s, picked by the token digest. Each shard holds a map from
+//! `sha256(key_id ‖ 0 ‖ token)` to expiry, plus a FIFO of `(digest, expiry)` in insertion order. Expiry is
+//! `now + lifetime` with one lifetime for all entries, so the FIFO is (nearly) sorted by expiry and purging
+//! pops from its front: amortised O(1) per insert, never a scan. A global counter bounds the entries.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Number of shards; a power of two so the shard index is a mask of the digest.
+pub const SHARDS: usize = 32;
+/// Upper bound on the remembered lifetime (2 × window), so `Instant + lifetime` cannot overflow.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why [`ReplayCache::check_and_insert`] refused a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Replay {
+    /// The same key id and token were already accepted and are still inside their window.
+    #[error("signature or nonce already used")]
+    Seen,
+    /// The cache holds `max_entries` unexpired entries; nothing still in its window is ever evicted.
+    #[error("replay cache is full")]
+    Full,
+}
+
+/// A bounded, sharded set of recently accepted (key id, token) pairs. `Send + Sync`; share it via `Arc`.
+pub struct ReplayCache {
+    shards: Box<[Mutex<Shard>]>,
+    lifetime: Duration,
+    max_entries: usize,
+    len: AtomicUsize,
+}
+
+type TokenDigest = [u8; 32];
+
+#[derive(Default)]
+struct Shard {
+    expiry: HashMap<TokenDigest, Instant>,
+    order: VecDeque<(TokenDigest, Instant)>,
+}
+
+// === impl ReplayCache ===
+
+impl ReplayCache {
+    /// A cache whose entries live `2 × window` (capped at [`MAX_LIFETIME`]) and which holds at most
+    /// `max_entries` unexpired entries.
+    pub fn new(window: Duration, max_entries: usize) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        Self {
+            shards,
+            lifetime: window.saturating_mul(2).min(MAX_LIFETIME),
+            max_entries,
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Record (key_id, token) — token is a nonce or the signature bytes. Returns Err(Replay::Seen) if already
+    /// present and unexpired; Err(Replay::Full) if the cache holds max_entries unexpired entries (never evict
+    /// an entry still inside its window: refuse instead). Expired entries are purged opportunistically: the
+    /// touched shard's expired front on every call, every shard's only when the cache looks full.
+    pub fn check_and_insert(&self, key_id: &str, token: &[u8], now: Instant) -> Result<(), Replay> {
+        let digest = token_digest(key_id, token);
+        let Some(expires) = now.checked_add(self.lifetime) else {
+            // Unrepresentable expiry: refuse rather than remember the token for less than its window.
+            return Err(Replay::Full);
+        };
+        let shard = &self.shards[usize::from(digest[0]) % SHARDS];
+        match self.try_insert(&mut lock(shard), digest, now, expires) {
+            Err(Replay::Full) => {}
+            other => return other,
+        }
+        // Full: expired entries may sit in shards nobody touched lately. Sweep them one lock at a time (never
+        // two locks at once, so no lock-order deadlock), then try once more.
+        self.purge_expired(now);
+        self.try_insert(&mut lock(shard), digest, now, expires)
+    }
+
+    /// Number of entries held, including expired ones not yet purged.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every entry expired at `now` (each shard's FIFO front only); returns how many were dropped.
+    /// Optional: [`ReplayCache::check_and_insert`] purges on its own; a periodic task may call this too.
+    pub fn purge_expired(&self, now: Instant) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| self.purge_shard(&mut lock(shard), now))
+            .sum()
+    }
+
+    fn try_insert(
+        &self,
+        shard: &mut Shard,
+        digest: TokenDigest,
+        now: Instant,
+        expires: Instant,
+    ) -> Result<(), Replay> {
+        self.purge_shard(shard, now);
+        match shard.expiry.get_mut(&digest) {
+            Some(at) if *at > now => return Err(Replay::Seen),
+            // Expired but not yet popped (out-of-order `now` across threads): reuse its slot and count.
+            Some(at) => *at = expires,
+            None => {
+                let reserved = self
+                    .len
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < self.max_entries).then_some(n + 1)
+                    });
+                if reserved.is_err() {
+                    return Err(Replay::Full);
+                }
+                shard.expiry.insert(digest, expires);
+            }
+        }
+        shard.order.push_back((digest, expires));
+        Ok(())
+    }
+
+    /// Pops the shard's expired FIFO front; a record is stale if the map holds a later expiry for it.
+    fn purge_shard(&self, shard: &mut Shard, now: Instant) -> usize {
+        let mut removed = 0;
+        while let Some(&(digest, expires)) = shard.order.front() {
+            if expires > now {
+                break;
+            }
+            shard.order.pop_front();
+            if shard.expiry.get(&digest).is_some_and(|at| *at <= now) {
+                shard.expiry.remove(&digest);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.len.fetch_sub(removed, Ordering::AcqRel);
+            shard.shrink_if_sparse();
+        }
+        removed
+    }
+}
+
+impl std::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCache")
+            .field("lifetime", &self.lifetime)
+            .field("max_entries", &self.max_entries)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Shard ===
+
+impl Shard {
+    /// Gives memory back after a burst: keep capacity within 4× the live size (bounded memory).
+    fn shrink_if_sparse(&mut self) {
+        const MIN_CAPACITY: usize = 64;
+        if self.expiry.capacity() > MIN_CAPACITY && self.expiry.len() * 4 < self.expiry.capacity() {
+            self.expiry.shrink_to(self.expiry.len() * 2);
+        }
+        if self.order.capacity() > MIN_CAPACITY && self.order.len() * 4 < self.order.capacity() {
+            self.order.shrink_to(self.order.len() * 2);
+        }
+    }
+}
+
+/// Fixed-size key: bounds memory per entry whatever the token length, and separates key ids (the `0` byte
+/// cannot occur inside a header-borne key id).
+fn token_digest(key_id: &str, token: &[u8]) -> TokenDigest {
+    let mut hasher = Sha256::new();
+    hasher.update(key_id.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(token);
+    hasher.finalize().into()
+}
+
+/// A poisoned shard still holds a consistent map (no code path panics mid-update), so keep using it.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+    use std::thread;
+
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn second_insert_of_same_token_is_seen() {
+        let cache = ReplayCache::new(WINDOW, 100);
+        let now = Instant::now();
+        assert_eq!(cache.check_and_insert("k1", b"sig", now), Ok(()));
+        assert_eq!(cache.check_and_insert("k1", b"sig", now), Err(Replay::Seen));
+        let later = now + 2 * WINDOW - Duration::from_millis(1);
+        assert_eq!(
+            cache.check_and_insert("k1", b"sig", later),
+            Err(Replay::Seen)
+        );
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn same_token_under_another_key_is_distinct() {
+        let cache = ReplayCache::new(WINDOW, 100);
+        let now = Instant::now();
+        assert_eq!(cache.check_and_insert("k1", b"sig", now), Ok(()));
+        assert_eq!(cache.check_and_insert("k2", b"sig", now), Ok(()));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_eq!(cache.check_and_insert("ab", b"c", now), Ok(()));
+        assert_eq!(cache.check_and_insert("a", b"bc", now), Ok(()));
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn entry_lives_two_windows_then_is_accepted_again() {
+        let cache = ReplayCache::new(WINDOW, 100);
+        let now = Instant::now();
+        cache.check_and_insert("k", b"t", now).unwrap();
+        let expiry = now + 2 * WINDOW;
+        assert_eq!(cache.check_and_insert("k", b"t", expiry), Ok(()));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.check_and_insert("k", b"t", expiry), Err(Replay::Seen));
+    }
+
+    #[test]
+    fn full_when_bounded_and_nothing_unexpired_is_evicted() {
+        let cache = ReplayCache::new(WINDOW, 10);
+        let now = Instant::now();
+        for i in 0..10u32 {
+            cache.check_and_insert("k", &i.to_be_bytes(), now).unwrap();
+        }
+        assert_eq!(cache.check_and_insert("k", b"new", now), Err(Replay::Full));
+        // Seen wins over Full, and every original entry is still remembered.
+        for i in 0..10u32 {
+            let r = cache.check_and_insert("k", &i.to_be_bytes(), now);
+            assert_eq!(r, Err(Replay::Seen));
+        }
+        // Once the window passes, the full cache sweeps every shard and accepts again.
+        let later = now + 2 * WINDOW;
+        assert_eq!(cache.check_and_insert("k", b"new", later), Ok(()));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn zero_capacity_refuses_everything() {
+        let cache = ReplayCache::new(WINDOW, 0);
+        let r = cache.check_and_insert("k", b"t", Instant::now());
+        assert_eq!(r, Err(Replay::Full));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn purge_keeps_memory_bounded() {
+        let window = Duration::from_secs(1);
+        let cache = ReplayCache::new(window, 1_000);
+        let start = Instant::now();
+        // 50 "seconds" of traffic at 100 tokens each: far more than max_entries in total, never Full,
+        // because each round's inserts purge what expired two windows ago.
+        for round in 0..50u64 {
+            let now = start + Duration::from_secs(round);
+            for i in 0..100u64 {
+                let token = (round * 1_000 + i).to_be_bytes();
+                assert_eq!(cache.check_and_insert("k", &token, now), Ok(()));
+            }
+            assert!(cache.len() <= 300, "len {} at round {round}", cache.len());
+        }
+        let total: usize = cache
+            .shards
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                s.expiry.len() + s.order.len()
+            })
+            .sum();
+        assert!(total <= 600, "shards hold {total} records");
+        let held = cache.len();
+        assert_eq!(cache.purge_expired(start + Duration::from_secs(100)), held);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn concurrent_inserts_of_same_token_yield_exactly_one_ok() {
+        const THREADS: usize = 16;
+        let cache = Arc::new(ReplayCache::new(WINDOW, 1_000));
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let now = Instant::now();
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                let barrier = Arc::clone(&barrier);
+                thread::spawn(move || {
+                    barrier.wait();
+                    cache.check_and_insert("key", b"same-signature", now)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        assert!(results.iter().all(|r| r.is_ok() || *r == Err(Replay::Seen)));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_distinct_inserts_respect_the_bound() {
+        let cache = Arc::new(ReplayCache::new(WINDOW, 500));
+        let now = Instant::now();
+        let handles: Vec<_> = (0..8u32)
+            .map(|t| {
+                let cache = Arc::clone(&cache);
+                thread::spawn(move || {
+                    (0..200u32)
+                        .filter(|i| {
+                            cache
+                                .check_and_insert("k", &(t * 1000 + i).to_be_bytes(), now)
+                                .is_ok()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let accepted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(accepted, 500);
+        assert_eq!(cache.len(), 500);
+    }
+
+    #[test]
+    fn cache_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ReplayCache>();
+    }
+}

@@ -1,0 +1,278 @@
+//! Signature base construction (RFC 9421 §2.5) and component values (§2.1, §2.2).
+
+use std::fmt::Write as _;
+
+use sfv::{Dictionary, List, ListEntry, Parser, SerializeValue};
+
+use super::input::{Component, ComponentKind, normalize_decimals};
+use super::{SignatureError, SignatureRequest};
+
+/// RFC 9421 §2.5: one `"<id>": <value>` line per component, then
+/// `"@signature-params": <params>`; lines joined by LF, no trailing LF.
+pub(crate) fn signature_base(
+    req: &SignatureRequest<'_>,
+    components: &[Component],
+    params: &str,
+) -> Result<String, SignatureError> {
+    let mut out = String::new();
+    for c in components {
+        for value in component_values(req, c)? {
+            // §2.5 step 2.4: values never contain CR/LF; reject odd caller input.
+            if value.contains(['\n', '\r']) {
+                return Err(SignatureError::Malformed("newline in component value"));
+            }
+            let _ = writeln!(out, "{}: {}", c.id, value);
+        }
+    }
+    let _ = write!(out, "\"@signature-params\": {params}");
+    Ok(out)
+}
+
+fn missing(c: &Component) -> SignatureError {
+    SignatureError::component(SignatureError::MissingComponent, &c.id)
+}
+
+/// Values for one component: one, except `@query-param` with a repeated name (§2.2.8).
+fn component_values(
+    req: &SignatureRequest<'_>,
+    c: &Component,
+) -> Result<Vec<String>, SignatureError> {
+    let path = if req.path.is_empty() { "/" } else { req.path };
+    let query = req.query.map(|q| format!("?{q}")).unwrap_or_default();
+    let value = match &c.kind {
+        ComponentKind::Method => req.method.as_str().to_owned(),
+        ComponentKind::Scheme => req.scheme.to_ascii_lowercase(),
+        ComponentKind::Authority => normalize_authority(req.scheme, req.authority),
+        ComponentKind::TargetUri => format!(
+            "{}://{}{path}{query}",
+            req.scheme.to_ascii_lowercase(),
+            req.authority
+        ),
+        ComponentKind::RequestTarget => {
+            if req.method == http::Method::CONNECT {
+                req.authority.to_owned()
+            } else {
+                format!("{path}{query}")
+            }
+        }
+        ComponentKind::Path => path.to_owned(),
+        ComponentKind::Query => format!("?{}", req.query.unwrap_or_default()),
+        ComponentKind::QueryParam(name) => {
+            let values = query_param(req.query.unwrap_or_default(), name);
+            return if values.is_empty() {
+                Err(missing(c))
+            } else {
+                Ok(values)
+            };
+        }
+        ComponentKind::Field { name, sf, key } => {
+            let raw = field_value(req.headers, name)?.ok_or_else(|| missing(c))?;
+            match key {
+                Some(key) => dictionary_member(&raw, key)?.ok_or_else(|| missing(c))?,
+                None if *sf => reserialize(&raw)?,
+                None => raw,
+            }
+        }
+    };
+    Ok(vec![value])
+}
+
+/// RFC 9421 §2.2.3 / RFC 9110 §4.2.3: lower-case host, default port omitted.
+fn normalize_authority(scheme: &str, authority: &str) -> String {
+    let lower = authority.to_ascii_lowercase();
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return lower,
+    };
+    // No let-chains: the main crate's MSRV is 1.85.
+    let Some((host, port)) = lower.rsplit_once(':') else {
+        return lower;
+    };
+    let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    // `[::1]` has colons but no port: the host part must balance its brackets.
+    if is_port
+        && host.starts_with('[') == host.ends_with(']')
+        && port.trim_start_matches('0') == default
+    {
+        return host.to_owned();
+    }
+    lower
+}
+
+/// RFC 9421 §2.1: all field lines, trimmed, joined with `", "`; `None` if absent.
+pub(crate) fn field_value(
+    headers: &http::HeaderMap,
+    name: &str,
+) -> Result<Option<String>, SignatureError> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let s = v
+            .to_str()
+            .map_err(|_| SignatureError::Malformed("non-ASCII field value"))?
+            .trim_matches([' ', '\t']);
+        match &mut out {
+            Some(acc) => {
+                acc.push_str(", ");
+                acc.push_str(s);
+            }
+            None => out = Some(s.to_owned()),
+        }
+    }
+    Ok(out)
+}
+
+/// RFC 9421 §2.1.1 `;sf`: parse and re-serialize. The field's type is not
+/// known here, so Dictionary is tried first, then List (an Item serializes
+/// the same as a one-member List).
+fn reserialize(raw: &str) -> Result<String, SignatureError> {
+    let bad = |_| SignatureError::Malformed("structured field value");
+    match Parser::parse_dictionary(raw.as_bytes()) {
+        Ok(mut d) => {
+            d.values_mut().for_each(normalize_decimals);
+            d.serialize_value().map_err(bad)
+        }
+        Err(_) => {
+            let mut l = Parser::parse_list(raw.as_bytes()).map_err(bad)?;
+            l.iter_mut().for_each(normalize_decimals);
+            l.serialize_value().map_err(bad)
+        }
+    }
+}
+
+/// RFC 9421 §2.1.2 `;key`: the serialized member (with its parameters).
+fn dictionary_member(raw: &str, key: &str) -> Result<Option<String>, SignatureError> {
+    let bad = |_| SignatureError::Malformed("dictionary field value");
+    let dict: Dictionary = Parser::parse_dictionary(raw.as_bytes()).map_err(bad)?;
+    let Some(mut member) = dict.get(key).cloned() else {
+        return Ok(None);
+    };
+    normalize_decimals(&mut member);
+    let serialized = match member {
+        ListEntry::Item(item) => item.serialize_value(),
+        ListEntry::InnerList(_) => {
+            let list: List = vec![member];
+            list.serialize_value()
+        }
+    };
+    serialized.map(Some).map_err(bad)
+}
+
+/// RFC 9421 §2.2.8: values of every parameter whose decoded name equals the
+/// decoded `name`, re-encoded with the form-urlencoded set (space as `%20`).
+fn query_param(query: &str, name: &str) -> Vec<String> {
+    let wanted = form_decode(name.as_bytes());
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(n.as_bytes()) == wanted).then(|| form_encode(&form_decode(v.as_bytes())))
+        })
+        .collect()
+}
+
+/// WHATWG application/x-www-form-urlencoded decoding: `+` is space, `%XX`
+/// decoded, an invalid escape kept literally.
+fn form_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        let hex = |j: usize| input.get(j).and_then(|c| (*c as char).to_digit(16));
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(h), Some(l)) = (hex(i + 1), hex(i + 2)) {
+                    out.push(((h << 4) | l) as u8);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Percent-encode everything but ASCII alphanumerics and `*-._` (the WHATWG
+/// form-urlencoded set), upper-case hex, space as `%20` (RFC 9421 §2.2.8).
+fn form_encode(input: &[u8]) -> String {
+    let mut out = String::with_capacity(input.len());
+    for &b in input {
+        if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_normalization() {
+        assert_eq!(
+            normalize_authority("https", "Example.COM:443"),
+            "example.com"
+        );
+        assert_eq!(normalize_authority("http", "example.com:80"), "example.com");
+        assert_eq!(
+            normalize_authority("https", "example.com:8443"),
+            "example.com:8443"
+        );
+        assert_eq!(normalize_authority("https", "[::1]:443"), "[::1]");
+        assert_eq!(normalize_authority("https", "[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn query_param_rfc_example() {
+        // RFC 9421 §2.2.8 examples.
+        let q = "var=this%20is%20a%20big%0Avalue&bar=with+plus+whitespace&fa%C3%A7ade%22%3A%20=something";
+        assert_eq!(query_param(q, "var"), ["this%20is%20a%20big%0Avalue"]);
+        assert_eq!(query_param(q, "bar"), ["with%20plus%20whitespace"]);
+        assert_eq!(query_param(q, "fa%C3%A7ade%22%3A%20"), ["something"]);
+        let q = "param=value&foo=bar&baz=batman&qux=";
+        assert_eq!(query_param(q, "baz"), ["batman"]);
+        assert_eq!(query_param(q, "qux"), [""]);
+        assert!(query_param(q, "nope").is_empty());
+        assert_eq!(query_param("a=1&a=2", "a"), ["1", "2"]);
+        assert_eq!(query_param("a=%zz%4", "a"), ["%25zz%254"]);
+    }
+
+    #[test]
+    fn sf_and_key() {
+        assert_eq!(
+            reserialize("a=1,   b=2;x=1;y=2, c=(a   b   c)").unwrap(),
+            "a=1, b=2;x=1;y=2, c=(a b c)"
+        );
+        // sfv 0.10 alone would keep "1.50" (RFC 8941 §4.1.5 wants "1.5").
+        assert_eq!(
+            reserialize("(\"foo\"   \"bar\"),   1.50, 2.000").unwrap(),
+            "(\"foo\" \"bar\"), 1.5, 2.0"
+        );
+        assert_eq!(
+            dictionary_member("a=1.10;q=0.500", "a").unwrap().unwrap(),
+            "1.1;q=0.5"
+        );
+        assert_eq!(
+            dictionary_member("a=1, b=2;x=1;y=2, c=(a   b    c), d", "b")
+                .unwrap()
+                .unwrap(),
+            "2;x=1;y=2"
+        );
+        assert_eq!(
+            dictionary_member("a=1, c=(a   b    c)", "c")
+                .unwrap()
+                .unwrap(),
+            "(a b c)"
+        );
+        assert_eq!(dictionary_member("a=1", "z").unwrap(), None);
+        assert!(reserialize("a=(").is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! `Signature-Input` / `Signature` parsing (RFC 9421 §4.1, §4.2) as RFC 8941
+//! Dictionaries via the `sfv` crate, and covered-component identifiers (§2).
+
+use std::collections::HashSet;
+
+use sfv::{BareItem, Dictionary, InnerList, Item, List, ListEntry, Parser, SerializeValue};
+
+use super::{
+    ALG_HMAC_SHA256, ParsedSignature, SIGNATURE, SIGNATURE_INPUT, SignatureError, SignaturePolicy,
+};
+
+/// What a covered component resolves to (RFC 9421 §2.1, §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ComponentKind {
+    /// §2.2.1 `@method`.
+    Method,
+    /// §2.2.2 `@target-uri`.
+    TargetUri,
+    /// §2.2.3 `@authority`.
+    Authority,
+    /// §2.2.4 `@scheme`.
+    Scheme,
+    /// §2.2.5 `@request-target`.
+    RequestTarget,
+    /// §2.2.6 `@path`.
+    Path,
+    /// §2.2.7 `@query`.
+    Query,
+    /// §2.2.8 `@query-param;name="..."` (the name as given, still encoded).
+    QueryParam(String),
+    /// §2.1 an HTTP field, with `;sf` (§2.1.1) and/or `;key` (§2.1.2).
+    Field {
+        /// Lower-case field name.
+        name: String,
+        /// Re-serialize as a structured field.
+        sf: bool,
+        /// Dictionary member to select.
+        key: Option<String>,
+    },
+}
+
+/// One covered component: its identifier as an sfv item and its serialization.
+#[derive(Debug, Clone)]
+pub(crate) struct Component {
+    /// RFC 9421 §2.5: the serialized component identifier, e.g. `"@method"`.
+    pub(crate) id: String,
+    pub(crate) kind: ComponentKind,
+    item: Item,
+}
+
+// === impl Component ===
+
+impl Component {
+    /// The component name without parameters.
+    pub(crate) fn name(&self) -> &str {
+        self.item.bare_item.as_str().unwrap_or_default()
+    }
+}
+
+/// Classify one inner-list member (RFC 9421 §2: an sf-string with parameters).
+pub(crate) fn component_from_item(item: &Item) -> Result<Component, SignatureError> {
+    let Some(name) = item.bare_item.as_str() else {
+        return Err(SignatureError::Malformed(
+            "component identifier is not a string",
+        ));
+    };
+    let id = item
+        .serialize_value()
+        .map_err(|_| SignatureError::Malformed("component identifier"))?;
+    let unsupported = || SignatureError::component(SignatureError::UnsupportedComponent, &id);
+    let kind = if let Some(derived) = name.strip_prefix('@') {
+        let no_params = |k: ComponentKind| {
+            if item.params.is_empty() {
+                Ok(k)
+            } else {
+                Err(unsupported())
+            }
+        };
+        match derived {
+            "method" => no_params(ComponentKind::Method)?,
+            "target-uri" => no_params(ComponentKind::TargetUri)?,
+            "authority" => no_params(ComponentKind::Authority)?,
+            "scheme" => no_params(ComponentKind::Scheme)?,
+            "request-target" => no_params(ComponentKind::RequestTarget)?,
+            "path" => no_params(ComponentKind::Path)?,
+            "query" => no_params(ComponentKind::Query)?,
+            "query-param" => {
+                let mut name = None;
+                for (k, v) in &item.params {
+                    match (k.as_str(), v) {
+                        ("name", BareItem::String(n)) => name = Some(n.clone()),
+                        ("name", _) => return Err(SignatureError::Malformed("query-param name")),
+                        _ => return Err(unsupported()),
+                    }
+                }
+                ComponentKind::QueryParam(
+                    name.ok_or(SignatureError::Malformed("query-param name"))?,
+                )
+            }
+            // `@status` is response-only, `@signature-params` may not be covered.
+            _ => return Err(unsupported()),
+        }
+    } else {
+        // §2.1: field names are lower-cased; they must be valid field names.
+        if name.is_empty()
+            || name.bytes().any(|b| b.is_ascii_uppercase())
+            || http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            return Err(SignatureError::Malformed("component field name"));
+        }
+        let (mut sf, mut key) = (false, None);
+        for (k, v) in &item.params {
+            match (k.as_str(), v) {
+                ("sf", BareItem::Boolean(true)) => sf = true,
+                ("key", BareItem::String(s)) => key = Some(s.clone()),
+                ("sf" | "key", _) => return Err(SignatureError::Malformed("field parameter")),
+                // `bs`, `req`, `tr` and unknown parameters are not supported.
+                _ => return Err(unsupported()),
+            }
+        }
+        ComponentKind::Field {
+            name: name.to_owned(),
+            sf,
+            key,
+        }
+    };
+    Ok(Component {
+        id,
+        kind,
+        item: item.clone(),
+    })
+}
+
+/// A bare name (`@method`, `content-digest`) or a serialized identifier
+/// (`"@query-param";name="a"`), as accepted by [`super::sign`].
+pub(crate) fn component_from_str(s: &str) -> Result<Component, SignatureError> {
+    let item = if s.starts_with('"') {
+        Parser::parse_item(s.as_bytes()).map_err(|_| SignatureError::Malformed("component"))?
+    } else {
+        Item::new(BareItem::String(s.to_owned()))
+    };
+    component_from_item(&item)
+}
+
+/// RFC 9421 §2.5: duplicate identifiers (parameter order ignored) are an error.
+pub(crate) fn reject_duplicates(components: &[Component]) -> Result<(), SignatureError> {
+    let mut seen = HashSet::new();
+    for c in components {
+        let mut params: Vec<String> = c
+            .item
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        params.sort();
+        if !seen.insert((c.name().to_owned(), params)) {
+            return Err(SignatureError::component(
+                SignatureError::DuplicateComponent,
+                &c.id,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9421 §2.3: serialize the inner list of identifiers with its parameters.
+pub(crate) fn serialize_params(
+    components: &[Component],
+    params: &[(&str, BareItem)],
+) -> Result<String, SignatureError> {
+    let mut inner = InnerList::new(components.iter().map(|c| c.item.clone()).collect());
+    for (k, v) in params {
+        inner.params.insert((*k).to_owned(), v.clone());
+    }
+    serialize_inner(inner)
+}
+
+fn serialize_inner(inner: InnerList) -> Result<String, SignatureError> {
+    let mut list: List = vec![ListEntry::InnerList(inner)];
+    list.iter_mut().for_each(normalize_decimals);
+    list.serialize_value()
+        .map_err(|_| SignatureError::Malformed("signature parameters"))
+}
+
+/// RFC 8941 §4.1.5 serializes decimals without trailing zeros; sfv 0.10
+/// keeps the parsed scale (`1.50`), so normalize before serializing.
+pub(crate) fn normalize_decimals(entry: &mut ListEntry) {
+    fn bare(b: &mut BareItem) {
+        if let BareItem::Decimal(d) = b {
+            *d = d.normalize();
+        }
+    }
+    fn item(i: &mut Item) {
+        bare(&mut i.bare_item);
+        i.params.values_mut().for_each(bare);
+    }
+    match entry {
+        ListEntry::Item(i) => item(i),
+        ListEntry::InnerList(l) => {
+            l.items.iter_mut().for_each(item);
+            l.params.values_mut().for_each(bare);
+        }
+    }
+}
+
+/// Read all lines of `name`, enforce the size limit and parse them as one
+/// Dictionary, rejecting keys repeated within or across lines.
+fn read_dictionary(
+    headers: &http::HeaderMap,
+    name: &str,
+    policy: &SignaturePolicy,
+) -> Result<Option<Dictionary>, SignatureError> {
+    let mut total = 0usize;
+    let mut dict: Option<Dictionary> = None;
+    for value in headers.get_all(name) {
+        total = total.saturating_add(value.len()).saturating_add(2);
+        if total > policy.max_header_bytes {
+            return Err(SignatureError::TooLarge("header"));
+        }
+        let line = Parser::parse_dictionary(value.as_bytes())
+            .map_err(|_| SignatureError::Malformed("structured field syntax"))?;
+        // sfv keeps the last of duplicate keys (RFC 8941 §4.2.2); detect them.
+        let text = value
+            .to_str()
+            .map_err(|_| SignatureError::Malformed("non-ASCII header"))?;
+        if line.len() != count_members(text) {
+            return Err(SignatureError::DuplicateLabel);
+        }
+        let merged = dict.get_or_insert_with(Dictionary::new);
+        for (k, v) in line {
+            if merged.insert(k, v).is_some() {
+                return Err(SignatureError::DuplicateLabel);
+            }
+        }
+        if merged.len() > policy.max_labels {
+            return Err(SignatureError::TooLarge("labels"));
+        }
+    }
+    Ok(dict)
+}
+
+/// Number of top-level members of a Dictionary that `sfv` already accepted:
+/// outside sf-strings, a comma only separates members (RFC 8941 §3.2).
+fn count_members(text: &str) -> usize {
+    let (mut commas, mut in_string, mut escaped) = (0usize, false, false);
+    for c in text.chars() {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_string = false,
+            (false, _, '"') => in_string = true,
+            (false, _, ',') => commas += 1,
+            _ => {}
+        }
+    }
+    if text.trim().is_empty() {
+        0
+    } else {
+        commas + 1
+    }
+}
+
+/// RFC 9421 §4: parse both fields, check labels pair up, select one signature.
+pub(crate) fn parse(
+    headers: &http::HeaderMap,
+    policy: &SignaturePolicy,
+) -> Result<ParsedSignature, SignatureError> {
+    let inputs = read_dictionary(headers, SIGNATURE_INPUT, policy)?;
+    let sigs = read_dictionary(headers, SIGNATURE, policy)?;
+    let (inputs, sigs) = match (inputs, sigs) {
+        (None, None) => return Err(SignatureError::Missing),
+        (Some(i), Some(s)) => (i, s),
+        _ => return Err(SignatureError::LabelMismatch),
+    };
+    if inputs.is_empty() {
+        return Err(SignatureError::Malformed("empty Signature-Input"));
+    }
+    if inputs.len() != sigs.len() || inputs.keys().any(|k| !sigs.contains_key(k)) {
+        return Err(SignatureError::LabelMismatch);
+    }
+    let label = match &policy.label {
+        Some(l) if inputs.contains_key(l) => l.clone(),
+        Some(_) => return Err(SignatureError::LabelNotFound),
+        None if inputs.len() == 1 => inputs.keys().next().cloned().unwrap_or_default(),
+        // Several signatures: the first one (in header order) carrying a keyid.
+        None => inputs
+            .iter()
+            .find(|(_, v)| matches!(v, ListEntry::InnerList(l) if l.params.contains_key("keyid")))
+            .map(|(k, _)| k.clone())
+            .ok_or(SignatureError::MissingParameter("keyid"))?,
+    };
+    let (Some(input), Some(sig)) = (inputs.get(&label), sigs.get(&label)) else {
+        return Err(SignatureError::LabelMismatch);
+    };
+    build(label, input, sig, policy)
+}
+
+fn build(
+    label: String,
+    input: &ListEntry,
+    sig: &ListEntry,
+    policy: &SignaturePolicy,
+) -> Result<ParsedSignature, SignatureError> {
+    let ListEntry::InnerList(inner) = input else {
+        return Err(SignatureError::Malformed(
+            "Signature-Input member is not an inner list",
+        ));
+    };
+    let signature = match sig {
+        ListEntry::Item(Item {
+            bare_item: BareItem::ByteSeq(b),
+            ..
+        }) if !b.is_empty() => b.clone(),
+        _ => {
+            return Err(SignatureError::Malformed(
+                "Signature member is not a byte sequence",
+            ));
+        }
+    };
+    if inner.items.len() > policy.max_components {
+        return Err(SignatureError::TooLarge("components"));
+    }
+    let components: Vec<Component> = inner
+        .items
+        .iter()
+        .map(component_from_item)
+        .collect::<Result<_, _>>()?;
+    reject_duplicates(&components)?;
+    // RFC 9421 §2.3 signature parameters.
+    let (mut created, mut expires, mut nonce, mut tag, mut key_id, mut alg) =
+        (None, None, None, None, None, None);
+    for (k, v) in &inner.params {
+        let bad = || SignatureError::Malformed("signature parameter type");
+        match k.as_str() {
+            "created" => created = Some(v.as_int().ok_or_else(bad)?),
+            "expires" => expires = Some(v.as_int().ok_or_else(bad)?),
+            "nonce" => nonce = Some(v.as_str().ok_or_else(bad)?.to_owned()),
+            "tag" => tag = Some(v.as_str().ok_or_else(bad)?.to_owned()),
+            "keyid" => key_id = Some(v.as_str().ok_or_else(bad)?.to_owned()),
+            "alg" => alg = Some(v.as_str().ok_or_else(bad)?.to_owned()),
+            _ => {} // unknown parameters are signed (serialized) but ignored
+        }
+    }
+    if alg.is_some_and(|a| a != ALG_HMAC_SHA256) {
+        return Err(SignatureError::UnsupportedAlgorithm);
+    }
+    let key_id = key_id.ok_or(SignatureError::MissingParameter("keyid"))?;
+    let params = serialize_inner(inner.clone())?;
+    Ok(ParsedSignature {
+        label,
+        components,
+        params,
+        key_id,
+        nonce,
+        tag,
+        created,
+        expires,
+        signature,
+    })
+}

@@ -1,0 +1,241 @@
+//! `KeyCache`: the in-memory map every request is authenticated from, indexed by client id, key id and name.
+//!
+//! Lookups are O(1) DashMap reads; a full reload builds fresh indexes and swaps them in atomically, so a
+//! request never sees a half-loaded map.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+
+use super::{ApiKey, ChangeEvent, KeyState};
+use crate::policy::ClaimSet;
+
+/// A cached key with its claims prepared for fast checks.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// The key.
+    pub key: ApiKey,
+    /// Its permissions as a claim set.
+    pub claims: ClaimSet,
+}
+
+/// The indexes of one generation of the map.
+#[derive(Default)]
+struct Indexes {
+    by_client_id: DashMap<Box<str>, Arc<KeyEntry>>,
+    by_id: DashMap<Box<str>, Arc<KeyEntry>>,
+    by_name: DashMap<Box<str>, Arc<KeyEntry>>,
+}
+
+/// The in-memory key map.
+#[derive(Default)]
+pub struct KeyCache {
+    current: ArcSwap<Indexes>,
+}
+
+/// How many keys are in each state (for the `keyward_keys{state}` gauge).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Usable now.
+    pub active: u64,
+    /// `isActive = false`.
+    pub inactive: u64,
+    /// Revoked.
+    pub revoked: u64,
+    /// Expired.
+    pub expired: u64,
+}
+
+// === impl KeyEntry ===
+
+impl KeyEntry {
+    /// Prepare a key for the cache.
+    pub fn new(key: ApiKey) -> Self {
+        let claims = ClaimSet::from_permissions(key.permissions.iter().map(String::as_str));
+        Self { key, claims }
+    }
+}
+
+// === impl Indexes ===
+
+impl Indexes {
+    fn upsert(&self, key: ApiKey) {
+        if let Some(old) = self
+            .by_id
+            .get(key.id.as_str())
+            .map(|e| Arc::clone(e.value()))
+        {
+            if old.key.version > key.version {
+                return; // an older change arriving late
+            }
+            if old.key.name != key.name {
+                self.by_name.remove(old.key.name.as_str());
+            }
+            if old.key.client_id != key.client_id {
+                self.by_client_id.remove(old.key.client_id.as_str());
+            }
+        }
+        let entry = Arc::new(KeyEntry::new(key));
+        self.by_client_id
+            .insert(entry.key.client_id.as_str().into(), Arc::clone(&entry));
+        self.by_name
+            .insert(entry.key.name.as_str().into(), Arc::clone(&entry));
+        self.by_id.insert(entry.key.id.as_str().into(), entry);
+    }
+
+    fn delete(&self, id: &str) {
+        if let Some((_, old)) = self.by_id.remove(id) {
+            self.by_client_id.remove(old.key.client_id.as_str());
+            self.by_name.remove(old.key.name.as_str());
+        }
+    }
+}
+
+// === impl KeyCache ===
+
+impl KeyCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Apply a change.
+    pub fn apply(&self, event: ChangeEvent) {
+        match event {
+            ChangeEvent::Upsert(key) => self.current.load().upsert(*key),
+            ChangeEvent::Delete(id) => self.current.load().delete(&id),
+            ChangeEvent::Reload(keys) => {
+                let fresh = Indexes::default();
+                for key in keys {
+                    fresh.upsert(key);
+                }
+                self.current.store(Arc::new(fresh));
+            }
+        }
+    }
+
+    /// The key with this client id (the authentication index).
+    pub fn by_client_id(&self, client_id: &str) -> Option<Arc<KeyEntry>> {
+        self.current
+            .load()
+            .by_client_id
+            .get(client_id)
+            .map(|e| Arc::clone(e.value()))
+    }
+
+    /// The key with this id.
+    pub fn by_id(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.current
+            .load()
+            .by_id
+            .get(id)
+            .map(|e| Arc::clone(e.value()))
+    }
+
+    /// The key named by id, then name, then client id (seed 003: "by id or name").
+    pub fn find(&self, id_or_name: &str) -> Option<Arc<KeyEntry>> {
+        let idx = self.current.load();
+        let hit = idx
+            .by_id
+            .get(id_or_name)
+            .or_else(|| idx.by_name.get(id_or_name))
+            .or_else(|| idx.by_client_id.get(id_or_name));
+        hit.map(|e| Arc::clone(e.value()))
+    }
+
+    /// Every key (admin listing; never on the request path).
+    pub fn snapshot(&self) -> Vec<Arc<KeyEntry>> {
+        self.current
+            .load()
+            .by_id
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.current.load().by_id.len()
+    }
+
+    /// True when no key is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Count keys by state at `now`.
+    pub fn state_counts(&self, now: DateTime<Utc>) -> StateCounts {
+        let mut c = StateCounts::default();
+        for e in self.current.load().by_id.iter() {
+            match e.key.state(now) {
+                KeyState::Usable => c.active += 1,
+                KeyState::Inactive => c.inactive += 1,
+                KeyState::Revoked => c.revoked += 1,
+                KeyState::Expired => c.expired += 1,
+            }
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::secret::Secret;
+
+    pub(crate) fn key(id: &str, client_id: &str, name: &str, version: i64) -> ApiKey {
+        let now = Utc::now();
+        ApiKey {
+            id: id.into(),
+            client_id: client_id.into(),
+            client_secret: Secret::new("s".repeat(32)),
+            previous_secret: None,
+            name: name.into(),
+            description: None,
+            user_name: None,
+            device_name: None,
+            permissions: vec!["a:*".into()],
+            schemes: None,
+            is_active: true,
+            revoked: false,
+            revoked_at: None,
+            expires_at: None,
+            created_at: now,
+            updated_at: now,
+            version,
+        }
+    }
+
+    #[test]
+    fn rename_moves_the_name_index() {
+        let c = KeyCache::new();
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "old", 1))));
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "new", 2))));
+        assert!(c.find("old").is_none());
+        assert_eq!(c.find("new").map(|e| e.key.version), Some(2));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn late_older_version_is_ignored() {
+        let c = KeyCache::new();
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 3))));
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 2))));
+        assert_eq!(c.by_client_id("c1").map(|e| e.key.version), Some(3));
+    }
+
+    #[test]
+    fn delete_and_reload_replace_indexes() {
+        let c = KeyCache::new();
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n1", 1))));
+        c.apply(ChangeEvent::Delete("1".into()));
+        assert!(c.by_client_id("c1").is_none());
+        c.apply(ChangeEvent::Upsert(Box::new(key("2", "c2", "n2", 1))));
+        c.apply(ChangeEvent::Reload(vec![key("3", "c3", "n3", 1)]));
+        assert!(c.by_client_id("c2").is_none());
+        assert!(c.find("n3").is_some());
+        assert!(c.find("c3").is_some());
+    }
+}

@@ -1,0 +1,377 @@
+//! The `keyward` binary: CLI parsing, config loading (exit 64 on a bad config), tracing, and the subcommands
+//! `serve`, `config check`, `keys create`, `echo` and `sign`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+
+use keyward::app::{App, open_store};
+use keyward::config::{Config, ConfigErrors};
+use keyward::keys::view::{ApiKeyInput, ApiKeyView};
+use keyward::keys::{ApiKey, new_client_id, new_id, secret::Secret};
+use keyward::sign::{SignScheme, sign_headers};
+
+/// Exit code for a bad configuration (EX_USAGE from sysexits.h).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "A reverse-proxy authentication sidecar"
+)]
+struct Cli {
+    /// Config file (TOML). Without it, defaults and KEYWARD_* variables apply.
+    #[arg(long, short, global = true, env = "KEYWARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy and admin listeners (the default).
+    Serve,
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage keys directly in the configured store.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run a demo upstream that answers with what it received, as JSON.
+    Echo {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
+    /// Sign a request (bearer, NWS4 or RFC 9421) and send it, or print the headers.
+    Sign(SignArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and exit (0 valid, 64 invalid).
+    Check {
+        /// The file; defaults to --config.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its credentials once.
+    Create(CreateArgs),
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Unique name.
+    #[arg(long)]
+    name: String,
+    /// Permissions, comma-separated (e.g. '*' or 'ApiKeyList,orders:*').
+    #[arg(long, value_delimiter = ',')]
+    permissions: Vec<String>,
+    /// Activate the key (keys are inactive by default).
+    #[arg(long)]
+    active: bool,
+    /// The user requests run as.
+    #[arg(long)]
+    user: Option<String>,
+    /// The device requests run on.
+    #[arg(long)]
+    device: Option<String>,
+    /// Free text.
+    #[arg(long)]
+    description: Option<String>,
+    /// Expiry, RFC 3339.
+    #[arg(long)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// Scheme.
+    #[arg(long, value_enum, default_value = "rfc9421")]
+    scheme: SignScheme,
+    /// The key's clientId.
+    #[arg(long)]
+    key_id: String,
+    /// The key's clientSecret (or set KEYWARD_SIGN_SECRET).
+    #[arg(long, env = "KEYWARD_SIGN_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    method: String,
+    /// Extra header, `Name: value` (repeatable; signed by NWS4).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Body, or @FILE.
+    #[arg(short = 'd', long)]
+    data: Option<String>,
+    /// Print the headers to add instead of sending.
+    #[arg(long)]
+    print_headers: bool,
+    /// The absolute URL.
+    url: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(worker_threads())
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyward: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+/// One worker per CPU this process may run on (respects taskset/cgroup affinity).
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => return serve(cli.config).await,
+        Command::Config(ConfigCommand::Check { file }) => {
+            let path = file.or(cli.config);
+            return match load_config(path.as_ref()) {
+                Ok(_) => {
+                    println!(
+                        "{}: ok",
+                        path.map_or_else(|| "defaults".into(), |p| p.display().to_string())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            };
+        }
+        Command::Keys(KeysCommand::Create(args)) => {
+            let config = match load_config(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            create_key(&config, args).await
+        }
+        Command::Echo { listen } => echo(listen).await,
+        Command::Sign(args) => sign(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let vars: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("KEYWARD_"))
+        .collect();
+    Config::load(path.map(PathBuf::as_path), &vars).map_err(|ConfigErrors(problems)| {
+        eprintln!(
+            "keyward: invalid configuration{}:",
+            path.map_or_else(String::new, |p| format!(" in {}", p.display()))
+        );
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path.as_ref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_tracing(&config.log.level);
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "Startup failed");
+            eprintln!("keyward: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(proxy = %app.proxy_addr(), admin = %app.admin_addr(), version = env!("CARGO_PKG_VERSION"), "Listening");
+    app.run(shutdown_signal()).await;
+    tracing::info!("Stopped");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn create_key(config: &Config, args: CreateArgs) -> anyhow::Result<()> {
+    let (store, _) = open_store(&config.store).context("opening the store")?;
+    let input = ApiKeyInput {
+        name: Some(args.name),
+        permissions: Some(
+            args.permissions
+                .into_iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        ),
+        is_active: Some(args.active),
+        user_name: args.user,
+        device_name: args.device,
+        description: args.description,
+        expires_at: args.expires_at,
+        ..ApiKeyInput::default()
+    };
+    let v = input.validate(true).map_err(|problems| {
+        anyhow::anyhow!(
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let now = Utc::now();
+    let key = ApiKey {
+        id: new_id(),
+        client_id: new_client_id(),
+        client_secret: Secret::generate(),
+        previous_secret: None,
+        name: v.name,
+        description: v.description,
+        user_name: v.user_name,
+        device_name: v.device_name,
+        permissions: v.permissions,
+        schemes: v.schemes,
+        is_active: v.is_active,
+        revoked: false,
+        revoked_at: None,
+        expires_at: v.expires_at,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    store.insert(key.clone()).await.context("saving the key")?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&ApiKeyView::with_secret(&key))?
+    );
+    eprintln!(
+        "keyward: key created; clientSecret and encoded are shown only now. Store them safely."
+    );
+    Ok(())
+}
+
+async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
+    let (bound, task) = keyward::echo::spawn(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    eprintln!("keyward echo: listening on http://{bound}");
+    tokio::select! {
+        _ = task => {}
+        () = shutdown_signal() => {}
+    }
+    Ok(())
+}
+
+async fn sign(args: SignArgs) -> anyhow::Result<()> {
+    let url: http::Uri = args.url.parse().context("parsing the URL")?;
+    let method = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .context("parsing the method")?;
+    let body = match &args.data {
+        Some(d) if d.starts_with('@') => {
+            std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?
+        }
+        Some(d) => d.as_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .with_context(|| format!("header {h:?} is not `Name: value`"))?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let added = sign_headers(
+        args.scheme,
+        &method,
+        &url,
+        &headers,
+        &body,
+        &args.key_id,
+        &args.secret,
+    )?;
+    if args.print_headers {
+        for (k, v) in &added {
+            println!("{k}: {v}");
+        }
+        return Ok(());
+    }
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers.iter().chain(&added) {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .context("building the request")?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<Bytes>>(connector);
+    let response = client.request(req).await.context("sending the request")?;
+    eprintln!("HTTP {}", response.status());
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response")?
+        .to_bytes();
+    println!("{}", String::from_utf8_lossy(&bytes));
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Every Prometheus metric, declared and registered once (DESIGN.md §10). Labels are low-cardinality: route
+//! names from config, method, status class, scheme, reason. Never a key id or a raw path.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::keys::cache::KeyCache;
+
+/// `keyward_requests_total{route,method,status_class,scheme}`.
+pub const REQUESTS_TOTAL: &str = "keyward_requests_total";
+/// `keyward_auth_failures_total{reason}`.
+pub const AUTH_FAILURES_TOTAL: &str = "keyward_auth_failures_total";
+/// `keyward_request_duration_seconds`.
+pub const REQUEST_DURATION: &str = "keyward_request_duration_seconds";
+/// `keyward_upstream_duration_seconds`.
+pub const UPSTREAM_DURATION: &str = "keyward_upstream_duration_seconds";
+/// `keyward_keys{state}`.
+pub const KEYS: &str = "keyward_keys";
+/// `keyward_admin_requests_total{endpoint,status_class}`.
+pub const ADMIN_REQUESTS_TOTAL: &str = "keyward_admin_requests_total";
+/// `keyward_store_up`: 1 when the last store call succeeded.
+pub const STORE_UP: &str = "keyward_store_up";
+/// `keyward_build_info{version,store}`: always 1.
+pub const BUILD_INFO: &str = "keyward_build_info";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The registry and its metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Proxy requests.
+    pub requests: IntCounterVec,
+    /// Authentication failures by reason.
+    pub auth_failures: IntCounterVec,
+    /// Whole-request latency on the proxy.
+    pub request_duration: Histogram,
+    /// Time from sending to the upstream to its response headers.
+    pub upstream_duration: Histogram,
+    /// Admin requests.
+    pub admin_requests: IntCounterVec,
+    /// Store health.
+    pub store_up: IntGauge,
+    keys: IntGaugeVec,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Create and register everything.
+    pub fn new(store_kind: &str) -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(REQUESTS_TOTAL, "Proxy requests answered"),
+            &["route", "method", "status_class", "scheme"],
+        )
+        .expect("valid metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(AUTH_FAILURES_TOTAL, "Authentication failures by reason"),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(REQUEST_DURATION, "Proxy request latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(UPSTREAM_DURATION, "Upstream latency to response headers")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let admin_requests = IntCounterVec::new(
+            Opts::new(ADMIN_REQUESTS_TOTAL, "Admin API requests"),
+            &["endpoint", "status_class"],
+        )
+        .expect("valid metric");
+        let store_up = IntGauge::new(STORE_UP, "1 when the key store answered the last call")
+            .expect("valid metric");
+        let keys = IntGaugeVec::new(Opts::new(KEYS, "API keys in memory by state"), &["state"])
+            .expect("valid metric");
+        let build = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Build and store information"),
+            &["version", "store"],
+        )
+        .expect("valid metric");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), store_kind])
+            .set(1);
+        store_up.set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_failures.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(admin_requests.clone()),
+            Box::new(store_up.clone()),
+            Box::new(keys.clone()),
+            Box::new(build),
+        ] {
+            registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+        Self {
+            registry,
+            requests,
+            auth_failures,
+            request_duration,
+            upstream_duration,
+            admin_requests,
+            store_up,
+            keys,
+        }
+    }
+
+    /// The Prometheus text exposition, with the key gauges refreshed from `cache`.
+    pub fn render(&self, cache: &KeyCache) -> Vec<u8> {
+        let counts = cache.state_counts(chrono::Utc::now());
+        for (state, n) in [
+            ("active", counts.active),
+            ("inactive", counts.inactive),
+            ("revoked", counts.revoked),
+            ("expired", counts.expired),
+        ] {
+            self.keys
+                .with_label_values(&[state])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// `2xx`, `4xx`, … for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The method as a bounded label.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

@@ -1,0 +1,149 @@
+//! The pooled upstream client (HTTP/1.1, and h2 by ALPN for `https://` upstreams), the upstream URI, timeouts,
+//! and the classification of upstream failures into 502 and 504.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri, uri::PathAndQuery};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+use crate::error::Error;
+
+/// A body error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type sent upstream and returned to clients.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Box a complete (in-memory) response body.
+pub fn boxed(response: Response<http_body_util::Full<Bytes>>) -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    response.map(|b| b.map_err(|e| match e {}).boxed())
+}
+
+/// The upstream client with its target and timeouts.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    base: Uri,
+    base_path: String,
+    timeout: Duration,
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    /// The CA file could not be read or parsed.
+    #[error("upstream.ca_file {0}: {1}")]
+    CaFile(String, String),
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Build the pooled client for `cfg`.
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, UpstreamSetupError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        let tls = client_tls(cfg)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .build(connector);
+        let base_path = cfg.url.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            client,
+            base: cfg.url.clone(),
+            base_path,
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// The upstream URI for an incoming target: the base's scheme and authority, its path prefix, then the
+    /// request's path and query as received.
+    pub fn target(&self, incoming: &Uri) -> Result<Uri, Error> {
+        let pq = incoming.path_and_query().map_or("/", PathAndQuery::as_str);
+        let pq = if self.base_path.is_empty() {
+            pq.to_owned()
+        } else {
+            format!("{}{pq}", self.base_path)
+        };
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(
+            pq.parse()
+                .map_err(|_| Error::invalid("path", "the request target is not a valid path"))?,
+        );
+        Uri::from_parts(parts)
+            .map_err(|_| Error::invalid("path", "the request target is not a valid path"))
+    }
+
+    /// The authority to send as `Host` when the client's is not preserved.
+    pub fn authority(&self) -> &str {
+        self.base.authority().map_or("", |a| a.as_str())
+    }
+
+    /// Send a request; waits at most the response timeout for the response headers.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, Error> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(Error::UpstreamTimeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+}
+
+/// A connect timeout is a 504; every other failure to exchange is a 502.
+fn classify(e: &hyper_util::client::legacy::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return Error::UpstreamTimeout;
+            }
+        }
+        if s.to_string().contains("timed out") {
+            return Error::UpstreamTimeout;
+        }
+        source = s.source();
+    }
+    Error::UpstreamUnreachable(format!("{e:?}"))
+}
+
+/// rustls client config: the system's roots (webpki-roots fallback is not bundled) plus an optional CA file.
+fn client_tls(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &cfg.ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path)
+            .map_err(|e| UpstreamSetupError::CaFile(shown.clone(), e.to_string()))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert =
+                cert.map_err(|e| UpstreamSetupError::CaFile(shown.clone(), e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| UpstreamSetupError::CaFile(shown.clone(), e.to_string()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamSetupError::CaFile("tls".into(), e.to_string()))?;
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}

@@ -1,0 +1,413 @@
+//! The data-plane service: an outer call (render the error, record metrics, write the access log, each exactly
+//! once) around the inner pipeline: limits, route, authenticate, authorize, body check, sanitize, forward.
+
+pub mod forward;
+pub mod headers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Authenticated, Authenticator, BodyCheck, Principal, RequestView};
+use crate::config::{Config, Limits, ProxyConfig, Scheme};
+use crate::error::{AuthFailure, Error};
+use crate::metrics::{self, Metrics};
+use crate::routes::{AuthMode, RouteTable, Rule};
+use crate::server::ConnInfo;
+use forward::{BoxError, ProxyBody, Upstream};
+use headers::ContextHeaders;
+
+/// Everything the proxy needs, shared by all connections.
+pub struct ProxyState {
+    auth: Arc<Authenticator>,
+    routes: RouteTable,
+    upstream: Upstream,
+    context: ContextHeaders,
+    cfg: ProxyConfig,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+/// What the outer call records about a request.
+#[derive(Default)]
+struct Trace<'a> {
+    route: &'a str,
+    scheme: &'static str,
+    key_id: Option<Arc<crate::keys::cache::KeyEntry>>,
+    reason: &'static str,
+}
+
+const DIGEST_MISMATCH: AuthFailure = AuthFailure::invalid_token(
+    "the body does not match its signed digest",
+    "digest_mismatch",
+);
+
+// === impl ProxyState ===
+
+impl ProxyState {
+    /// Build the proxy from config.
+    pub fn new(
+        cfg: &Config,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, forward::UpstreamSetupError> {
+        Ok(Self {
+            auth,
+            routes: RouteTable::new(cfg.routes.clone(), cfg.default_route.clone()),
+            upstream: Upstream::new(&cfg.upstream)?,
+            context: ContextHeaders::new(&cfg.proxy.context_prefix),
+            cfg: cfg.proxy.clone(),
+            limits: cfg.limits.clone(),
+            metrics,
+            access_log: cfg.log.access_log,
+        })
+    }
+}
+
+/// The outer call: run the pipeline, render any error, record metrics and the access log once.
+pub async fn handle(
+    state: Arc<ProxyState>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let request_id = headers::request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut trace = Trace {
+        scheme: "none",
+        ..Trace::default()
+    };
+    let result = pipeline(&state, conn, req, &request_id, &mut trace).await;
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Error::Unauthenticated(f) = &e {
+                trace.reason = f.reason;
+                state
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&[f.reason])
+                    .inc();
+            } else if let Error::Internal(detail) | Error::UpstreamUnreachable(detail) = &e {
+                tracing::error!(request_id = ?request_id, error = %detail, "Request failed");
+            }
+            if trace.reason.is_empty() {
+                trace.reason = error_reason(&e);
+            }
+            crate::proxy::forward::boxed(e.to_response())
+        }
+    };
+    response
+        .headers_mut()
+        .insert(headers::REQUEST_ID.clone(), request_id.clone());
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let route = if trace.route.is_empty() {
+        "unmatched"
+    } else {
+        trace.route
+    };
+    state
+        .metrics
+        .requests
+        .with_label_values(&[
+            route,
+            metrics::method_label(&method),
+            metrics::status_class(status),
+            trace.scheme,
+        ])
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .observe(elapsed.as_secs_f64());
+    if state.access_log {
+        crate::access_log::write(&crate::access_log::AccessRecord {
+            listener: "proxy",
+            request_id: request_id.to_str().unwrap_or(""),
+            peer: conn.peer,
+            method: method.as_str(),
+            path: &path,
+            route,
+            status,
+            scheme: trace.scheme,
+            key_id: trace.key_id.as_ref().map_or("", |e| e.key.id.as_str()),
+            reason: trace.reason,
+            duration: elapsed,
+        });
+    }
+    response
+}
+
+/// The inner pipeline; each step returns `Result<_, Error>` and renders nothing.
+async fn pipeline<'s>(
+    state: &'s ProxyState,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    trace: &mut Trace<'s>,
+) -> Result<Response<ProxyBody>, Error> {
+    let declared = content_length(&req)?;
+    if declared.is_some_and(|n| n > state.limits.max_body) {
+        return Err(Error::PayloadTooLarge(state.limits.max_body));
+    }
+    let rule = state.routes.find(req.method(), req.uri().path());
+    trace.route = &rule.name;
+    let principal = authenticate(state, conn, &req, rule, declared, trace)?;
+    let upgrade =
+        req.headers().contains_key(header::UPGRADE) && req.version() == http::Version::HTTP_11;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let body: ProxyBody = match principal.as_ref().and_then(|a| a.body_check.as_ref()) {
+        Some(check) => {
+            Full::new(read_signed_body(body, check, declared, state.limits.max_signed_body).await?)
+                .map_err(|e| match e {})
+                .boxed()
+        }
+        None => Limited::new(
+            body,
+            usize::try_from(state.limits.max_body).unwrap_or(usize::MAX),
+        )
+        .boxed(),
+    };
+    sanitize(
+        state,
+        conn,
+        &mut parts,
+        principal.as_ref().map(|a| &a.principal),
+        request_id,
+        upgrade,
+    );
+    let mut upstream_req = Request::from_parts(parts, body);
+    *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
+    *upstream_req.version_mut() = http::Version::HTTP_11;
+    let sent = Instant::now();
+    let mut response = state.upstream.send(upstream_req).await?;
+    state
+        .metrics
+        .upstream_duration
+        .observe(sent.elapsed().as_secs_f64());
+    if let (Some(client), true) = (
+        client_upgrade,
+        response.status() == http::StatusCode::SWITCHING_PROTOCOLS,
+    ) {
+        tunnel(client, hyper::upgrade::on(&mut response));
+    }
+    Ok(finish_response(response))
+}
+
+/// Route auth mode, authentication, and claims.
+fn authenticate<'s>(
+    state: &'s ProxyState,
+    conn: ConnInfo,
+    req: &Request<Incoming>,
+    rule: &Rule,
+    declared: Option<u64>,
+    trace: &mut Trace<'s>,
+) -> Result<Option<Authenticated>, Error> {
+    if rule.auth == AuthMode::None {
+        return Ok(None);
+    }
+    let (scheme, authority) = client_origin(&state.cfg, conn, req);
+    let view = RequestView {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        scheme,
+        authority: &authority,
+        has_body: declared.is_some_and(|n| n > 0)
+            || (declared.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING)),
+    };
+    let authenticated = state
+        .auth
+        .authenticate(&view)
+        .map_err(Error::Unauthenticated)?;
+    let Some(authenticated) = authenticated else {
+        if rule.auth == AuthMode::Required || !rule.require.is_empty() {
+            return Err(Error::Unauthenticated(crate::auth::missing()));
+        }
+        return Ok(None);
+    };
+    let p = &authenticated.principal;
+    trace.scheme = scheme_label(p.scheme);
+    trace.key_id = Some(Arc::clone(&p.entry));
+    crate::policy::authorize(&p.entry.claims, &rule.require)
+        .map_err(|missing| Error::InsufficientScope { missing })?;
+    Ok(Some(authenticated))
+}
+
+/// The scheme and authority the client used; forwarded headers count only when trusted.
+fn client_origin(
+    cfg: &ProxyConfig,
+    conn: ConnInfo,
+    req: &Request<Incoming>,
+) -> (&'static str, String) {
+    let forwarded = |name: &http::HeaderName| {
+        cfg.trust_forwarded
+            .then(|| req.headers().get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+    };
+    let scheme = match forwarded(&headers::X_FORWARDED_PROTO) {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(_) => "http",
+        None if conn.tls => "https",
+        None => "http",
+    };
+    let authority = forwarded(&headers::X_FORWARDED_HOST)
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_owned();
+    (scheme, authority)
+}
+
+/// Headers on the way upstream: hop-by-hop out, credentials and spoofed context out, context and forwarding in.
+fn sanitize(
+    state: &ProxyState,
+    conn: ConnInfo,
+    parts: &mut http::request::Parts,
+    principal: Option<&Principal>,
+    request_id: &HeaderValue,
+    upgrade: bool,
+) {
+    let h = &mut parts.headers;
+    headers::remove_hop_by_hop(h, upgrade);
+    if !state.cfg.forward_credentials {
+        headers::strip_credentials(h, &state.cfg.api_key_header);
+    }
+    state.context.strip(h);
+    if let Some(p) = principal {
+        state.context.set(h, p);
+    }
+    let host = h.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::set_forwarded(
+        h,
+        conn.peer,
+        if conn.tls { "https" } else { "http" },
+        host.as_ref(),
+        state.cfg.trust_forwarded,
+    );
+    let host = if state.cfg.preserve_host {
+        host
+    } else {
+        HeaderValue::from_str(state.upstream.authority()).ok()
+    };
+    match host {
+        Some(v) => h.insert(header::HOST, v),
+        None => h.remove(header::HOST),
+    };
+    h.insert(headers::REQUEST_ID.clone(), request_id.clone());
+}
+
+/// Read a signed body (bounded) and check it against the signed digest.
+async fn read_signed_body(
+    body: Incoming,
+    check: &BodyCheck,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Bytes, Error> {
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge(limit));
+    }
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(Error::PayloadTooLarge(limit));
+        }
+        Err(e) => {
+            return Err(Error::invalid(
+                "body",
+                format!("the body could not be read: {e}"),
+            ));
+        }
+    };
+    let ok = match check {
+        BodyCheck::Sha256(expected) => {
+            let actual: [u8; 32] = Sha256::digest(&bytes).into();
+            subtle::ConstantTimeEq::ct_eq(&actual[..], &expected[..]).into()
+        }
+        BodyCheck::ContentDigest(expected) => {
+            let mut hasher = expected.hasher();
+            hasher.update(&bytes);
+            hasher.finish_and_check().is_ok()
+        }
+    };
+    if ok {
+        Ok(bytes)
+    } else {
+        Err(Error::Unauthenticated(DIGEST_MISMATCH))
+    }
+}
+
+/// After a 101, copy bytes both ways between the client and the upstream (WebSocket and other upgrades).
+fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let (mut client, mut upstream) = (
+            hyper_util::rt::TokioIo::new(client),
+            hyper_util::rt::TokioIo::new(upstream),
+        );
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+}
+
+/// The upstream's response on its way back: hop-by-hop headers out, body streamed.
+fn finish_response(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+/// A declared `Content-Length`, if any; an unparsable one is a 400.
+fn content_length<B>(req: &Request<B>) -> Result<Option<u64>, Error> {
+    match req.headers().get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| Error::invalid("content-length", "not a number")),
+    }
+}
+
+fn scheme_label(s: Scheme) -> &'static str {
+    match s {
+        Scheme::Bearer => "bearer",
+        Scheme::Nws4 => "nws4",
+        Scheme::Rfc9421 => "rfc9421",
+    }
+}
+
+fn error_reason(e: &Error) -> &'static str {
+    match e {
+        Error::InsufficientScope { .. } => "insufficient_scope",
+        Error::PayloadTooLarge(_) => "body_too_large",
+        Error::UpstreamUnreachable(_) => "upstream_unreachable",
+        Error::UpstreamTimeout => "upstream_timeout",
+        _ => "error",
+    }
+}

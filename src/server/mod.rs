@@ -1,0 +1,181 @@
+//! Listeners: bind, accept under a connection cap, optional TLS handshake under a timeout, then hyper-util's
+//! auto (HTTP/1.1 + h2/h2c) connection with header-read timeout and header limits; graceful drain on shutdown.
+
+pub mod tls;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Limits;
+use crate::proxy::forward::ProxyBody;
+
+/// Per-connection facts a handler needs.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+    name: &'static str,
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Bind `addr` (port 0 picks a free port), with TLS when `tls` is given.
+    pub async fn bind(
+        name: &'static str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
+        let tcp = TcpListener::bind(addr).await?;
+        Ok(Self {
+            tcp,
+            tls: tls.map(TlsAcceptor::from),
+            name,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Serve until `shutdown` flips, then stop accepting and drain for at most `grace`.
+    pub async fn serve<H, F>(
+        self,
+        limits: Limits,
+        handler: H,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) where
+        H: Fn(ConnInfo, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let builder = Arc::new(http_builder(&limits));
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let graceful = GracefulShutdown::new();
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                break;
+            };
+            let accepted = tokio::select! {
+                a = self.tcp.accept() => a,
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(listener = self.name, error = %e, "Accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let watcher = graceful.watcher();
+            let (builder, handler, tls) = (Arc::clone(&builder), handler.clone(), self.tls.clone());
+            let handshake_timeout = limits.tls_handshake_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                let info = ConnInfo {
+                    peer,
+                    tls: tls.is_some(),
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let fut = handler(info, req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let result = match tls {
+                    None => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service),
+                            )
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let Some(tls_stream) =
+                            handshake(&acceptor, stream, handshake_timeout).await
+                        else {
+                            return;
+                        };
+                        watcher
+                            .watch(
+                                builder.serve_connection_with_upgrades(
+                                    TokioIo::new(tls_stream),
+                                    service,
+                                ),
+                            )
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(peer = %peer, error = %e, "Connection ended with an error");
+                }
+            });
+        }
+        drop(self.tcp);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                listener = self.name,
+                "Shutdown grace elapsed with requests in flight"
+            );
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    limit: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
