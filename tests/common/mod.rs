@@ -212,3 +212,31 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// The Python with the third-party test clients (`tests/py/requirements.txt`): `KEYWARD_TEST_PYTHON`, else
+/// `.venv/bin/python`. Missing: a failure under CI, a skip (with a message) elsewhere.
+pub fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("KEYWARD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing: scripts/test.sh creates it (pip install -r tests/py/requirements.txt)", path.display());
+    }
+    eprintln!("skipped: {} is missing (run scripts/test.sh)", path.display());
+    None
+}
+
+/// Run a Python script from `tests/py` with arguments; returns stdout (panics with stderr on failure).
+/// Async, so in-process servers of the calling test keep running meanwhile.
+pub async fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script))
+        .args(args)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await.expect("python timed out").unwrap();
+    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
