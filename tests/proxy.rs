@@ -1,6 +1,7 @@
 //! The data plane against a real Keyward process and a real upstream: credentials in every wire form, the
 //! route × claim table, spoofed and hop-by-hop headers, credential stripping, key states, error bodies,
 //! limits, and upstream failures.
+#![allow(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
 
 mod common;
 
@@ -54,9 +55,18 @@ async fn every_bearer_wire_form_reaches_the_upstream_with_context_and_without_th
         .create_key(json!({"name": "pos-7", "userName": "Zoë", "deviceName": "till 7", "permissions": ["orders:read", "x:y"], "isActive": true}))
         .await;
     let encoded = key["encoded"].as_str().unwrap();
-    for (name, value) in [("x-api-key", encoded.to_owned()), ("authorization", format!("Bearer {encoded}")), ("authorization", format!("Basic {encoded}"))] {
+    for (name, value) in [
+        ("x-api-key", encoded.to_owned()),
+        ("authorization", format!("Bearer {encoded}")),
+        ("authorization", format!("Basic {encoded}")),
+    ] {
         let r = get(&kw.proxy_url("/orders/1?x=1"), &[(name, value.clone())]).await;
-        assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let echo = r.json();
         let h = &echo["headers"];
         assert_eq!(echo["path"], "/orders/1");
@@ -68,7 +78,10 @@ async fn every_bearer_wire_form_reaches_the_upstream_with_context_and_without_th
         assert_eq!(h["x-auth-device"], "till 7");
         assert_eq!(h["x-auth-permissions"], "orders:read,x:y");
         assert_eq!(h["x-auth-scheme"], "bearer");
-        assert!(h.get("authorization").is_none() && h.get("x-api-key").is_none(), "credential leaked: {h}");
+        assert!(
+            h.get("authorization").is_none() && h.get("x-api-key").is_none(),
+            "credential leaked: {h}"
+        );
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["host"], kw.proxy.to_string(), "Host is preserved");
@@ -79,7 +92,9 @@ async fn every_bearer_wire_form_reaches_the_upstream_with_context_and_without_th
 #[tokio::test]
 async fn spoofed_context_and_hop_by_hop_headers_never_reach_the_upstream() {
     let kw = start().await;
-    let key = kw.create_key(json!({"name": "k", "permissions": ["orders:read"], "isActive": true})).await;
+    let key = kw
+        .create_key(json!({"name": "k", "permissions": ["orders:read"], "isActive": true}))
+        .await;
     let r = get(
         &kw.proxy_url("/orders/1"),
         &[
@@ -98,19 +113,32 @@ async fn spoofed_context_and_hop_by_hop_headers_never_reach_the_upstream() {
     .await;
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
-    assert!(h.get("x-auth-user").is_none(), "the key has no user: a spoofed one must not pass");
+    assert!(
+        h.get("x-auth-user").is_none(),
+        "the key has no user: a spoofed one must not pass"
+    );
     assert_eq!(h["x-auth-permissions"], "orders:read");
     for gone in ["x-auth-custom", "x-hop", "keep-alive", "te"] {
         assert!(h.get(gone).is_none(), "{gone} passed: {h}");
     }
     assert_eq!(h["x-request-id"], "req-123");
     assert_eq!(r.header("x-request-id"), Some("req-123"));
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "untrusted X-Forwarded-For is replaced");
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "untrusted X-Forwarded-For is replaced"
+    );
     // routes without auth still strip credentials and context
-    let r = get(&kw.proxy_url("/public"), &[key_header(&key), ("x-auth-user", "root".into())]).await;
+    let r = get(
+        &kw.proxy_url("/public"),
+        &[key_header(&key), ("x-auth-user", "root".into())],
+    )
+    .await;
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
-    assert!(h.get("x-api-key").is_none() && h.get("x-auth-user").is_none(), "{h}");
+    assert!(
+        h.get("x-api-key").is_none() && h.get("x-auth-user").is_none(),
+        "{h}"
+    );
 }
 
 /// One table: route, method, the key's permissions, the expected status.
@@ -132,18 +160,42 @@ async fn route_by_claim_table() {
         ("/admin-ish/x", Method::GET, &["ApiKeyList"], 200),
         ("/admin-ish/x", Method::GET, &["ApiKeyCreate"], 403),
         ("/both/x", Method::GET, &["orders:read"], 403),
-        ("/both/x", Method::GET, &["orders:read", "billing:read"], 200),
+        (
+            "/both/x",
+            Method::GET,
+            &["orders:read", "billing:read"],
+            200,
+        ),
         ("/both/x", Method::GET, &["orders:*", "billing:*"], 200),
         ("/anything", Method::GET, &[], 200),
         ("/public", Method::GET, &[], 200),
     ];
     for (i, (path, method, perms, expected)) in cases.iter().enumerate() {
-        let key = kw.create_key(json!({"name": format!("case-{i}"), "permissions": perms, "isActive": true})).await;
-        let r = send(method.clone(), &kw.proxy_url(path), &[key_header(&key)], Vec::new()).await;
-        assert_eq!(r.status, *expected, "{method} {path} with {perms:?}: {}", String::from_utf8_lossy(&r.body));
+        let key = kw
+            .create_key(
+                json!({"name": format!("case-{i}"), "permissions": perms, "isActive": true}),
+            )
+            .await;
+        let r = send(
+            method.clone(),
+            &kw.proxy_url(path),
+            &[key_header(&key)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            *expected,
+            "{method} {path} with {perms:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         if *expected == 403 {
             assert_eq!(r.json()["error"], "insufficient_scope");
-            assert!(r.header("www-authenticate").unwrap().contains("insufficient_scope"));
+            assert!(
+                r.header("www-authenticate")
+                    .unwrap()
+                    .contains("insufficient_scope")
+            );
         }
     }
 }
@@ -153,15 +205,26 @@ async fn auth_modes_required_optional_none() {
     let kw = start().await;
     let r = get(&kw.proxy_url("/orders/1"), &[]).await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.json(), json!({"error": "invalid_request", "error_description": "a credential is required", "error_uri": null}));
+    assert_eq!(
+        r.json(),
+        json!({"error": "invalid_request", "error_description": "a credential is required", "error_uri": null})
+    );
     assert_eq!(get(&kw.proxy_url("/public"), &[]).await.status, 200);
     let r = get(&kw.proxy_url("/maybe/x"), &[]).await;
     assert_eq!(r.status, 200);
     assert!(r.json()["headers"].get("x-auth-key-id").is_none());
-    let key = kw.create_key(json!({"name": "opt", "isActive": true})).await;
+    let key = kw
+        .create_key(json!({"name": "opt", "isActive": true}))
+        .await;
     let r = get(&kw.proxy_url("/maybe/x"), &[key_header(&key)]).await;
     assert_eq!(r.json()["headers"]["x-auth-key-id"], key["id"]);
-    assert_eq!(get(&kw.proxy_url("/maybe/x"), &[("x-api-key", "bad".into())]).await.status, 401, "a bad credential is refused even where optional");
+    assert_eq!(
+        get(&kw.proxy_url("/maybe/x"), &[("x-api-key", "bad".into())])
+            .await
+            .status,
+        401,
+        "a bad credential is refused even where optional"
+    );
 }
 
 #[tokio::test]
@@ -175,13 +238,37 @@ async fn bad_credentials_get_oauth_shaped_401s() {
     };
     let invalid_token = json!({"error": "invalid_token", "error_description": "the credential is not valid", "error_uri": null});
     let cases: Vec<(Vec<(&str, String)>, Value)> = vec![
-        (vec![("x-api-key", b64(&format!("{client_id}:{}", "0".repeat(64))))], invalid_token.clone()),
-        (vec![("x-api-key", b64(&format!("unknown-client:{}", "0".repeat(64))))], invalid_token.clone()),
-        (vec![("x-api-key", "!!!not-base64".into())], json!({"error": "invalid_request", "error_description": "the credential is not valid base64 of clientId:clientSecret", "error_uri": null})),
-        (vec![("x-api-key", b64("no-colon"))], json!({"error": "invalid_request", "error_description": "the credential is not valid base64 of clientId:clientSecret", "error_uri": null})),
-        (vec![("authorization", "Digest abc".into())], json!({"error": "invalid_request", "error_description": "the authorization scheme is not accepted", "error_uri": null})),
         (
-            vec![("authorization", format!("Bearer {}", key["encoded"].as_str().unwrap())), ("x-api-key", key["encoded"].as_str().unwrap().to_owned())],
+            vec![("x-api-key", b64(&format!("{client_id}:{}", "0".repeat(64))))],
+            invalid_token.clone(),
+        ),
+        (
+            vec![(
+                "x-api-key",
+                b64(&format!("unknown-client:{}", "0".repeat(64))),
+            )],
+            invalid_token.clone(),
+        ),
+        (
+            vec![("x-api-key", "!!!not-base64".into())],
+            json!({"error": "invalid_request", "error_description": "the credential is not valid base64 of clientId:clientSecret", "error_uri": null}),
+        ),
+        (
+            vec![("x-api-key", b64("no-colon"))],
+            json!({"error": "invalid_request", "error_description": "the credential is not valid base64 of clientId:clientSecret", "error_uri": null}),
+        ),
+        (
+            vec![("authorization", "Digest abc".into())],
+            json!({"error": "invalid_request", "error_description": "the authorization scheme is not accepted", "error_uri": null}),
+        ),
+        (
+            vec![
+                (
+                    "authorization",
+                    format!("Bearer {}", key["encoded"].as_str().unwrap()),
+                ),
+                ("x-api-key", key["encoded"].as_str().unwrap().to_owned()),
+            ],
             json!({"error": "invalid_request", "error_description": "send exactly one credential scheme", "error_uri": null}),
         ),
     ];
@@ -189,10 +276,18 @@ async fn bad_credentials_get_oauth_shaped_401s() {
         let r = get(&kw.proxy_url("/x"), &headers).await;
         assert_eq!(r.status, 401, "{headers:?}");
         assert_eq!(r.json(), expected, "{headers:?}");
-        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer realm=\"keyward\""));
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .starts_with("Bearer realm=\"keyward\"")
+        );
     }
     // non-UTF-8 header bytes: a clean 401, never a 500
-    let resp = raw(kw.proxy, b"GET /x HTTP/1.1\r\nHost: a\r\nX-Api-Key: \xff\xfe\r\nConnection: close\r\n\r\n").await;
+    let resp = raw(
+        kw.proxy,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Api-Key: \xff\xfe\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
 }
 
@@ -201,40 +296,106 @@ async fn inactive_revoked_expired_and_deleted_keys_are_refused_on_the_next_reque
     let kw = start().await;
     let inactive = kw.create_key(json!({"name": "inactive"})).await;
     let r = get(&kw.proxy_url("/x"), &[key_header(&inactive)]).await;
-    assert_eq!((r.status, r.json()["error_description"].clone()), (401, json!("the key is not active")));
-    let expired = kw.create_key(json!({"name": "expired", "isActive": true, "expiresAt": "2020-01-01T00:00:00Z"})).await;
+    assert_eq!(
+        (r.status, r.json()["error_description"].clone()),
+        (401, json!("the key is not active"))
+    );
+    let expired = kw
+        .create_key(
+            json!({"name": "expired", "isActive": true, "expiresAt": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
     let r = get(&kw.proxy_url("/x"), &[key_header(&expired)]).await;
     assert_eq!(r.json()["error_description"], "the key has expired");
-    let live = kw.create_key(json!({"name": "live", "isActive": true})).await;
+    let live = kw
+        .create_key(json!({"name": "live", "isActive": true}))
+        .await;
     let id = live["id"].as_str().unwrap();
-    assert_eq!(get(&kw.proxy_url("/x"), &[key_header(&live)]).await.status, 200);
-    assert_eq!(kw.admin(Method::PUT, &format!("/apikeys/{id}/revoke"), None).await.status, 200);
+    assert_eq!(
+        get(&kw.proxy_url("/x"), &[key_header(&live)]).await.status,
+        200
+    );
+    assert_eq!(
+        kw.admin(Method::PUT, &format!("/apikeys/{id}/revoke"), None)
+            .await
+            .status,
+        200
+    );
     let r = get(&kw.proxy_url("/x"), &[key_header(&live)]).await;
-    assert_eq!((r.status, r.json()["error_description"].clone()), (401, json!("the key has been revoked")));
-    let other = kw.create_key(json!({"name": "deleted", "isActive": true})).await;
-    assert_eq!(get(&kw.proxy_url("/x"), &[key_header(&other)]).await.status, 200);
-    assert_eq!(kw.admin(Method::DELETE, &format!("/apikeys/{}", other["id"].as_str().unwrap()), None).await.status, 200);
-    assert_eq!(get(&kw.proxy_url("/x"), &[key_header(&other)]).await.status, 401);
+    assert_eq!(
+        (r.status, r.json()["error_description"].clone()),
+        (401, json!("the key has been revoked"))
+    );
+    let other = kw
+        .create_key(json!({"name": "deleted", "isActive": true}))
+        .await;
+    assert_eq!(
+        get(&kw.proxy_url("/x"), &[key_header(&other)]).await.status,
+        200
+    );
+    assert_eq!(
+        kw.admin(
+            Method::DELETE,
+            &format!("/apikeys/{}", other["id"].as_str().unwrap()),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        get(&kw.proxy_url("/x"), &[key_header(&other)]).await.status,
+        401
+    );
     // deactivation through PUT is in force at once too
-    let k = kw.create_key(json!({"name": "toggle", "isActive": true})).await;
-    let mut body = kw.admin(Method::GET, &format!("/apikeys/{}", k["id"].as_str().unwrap()), None).await.json();
+    let k = kw
+        .create_key(json!({"name": "toggle", "isActive": true}))
+        .await;
+    let mut body = kw
+        .admin(
+            Method::GET,
+            &format!("/apikeys/{}", k["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json();
     body["isActive"] = json!(false);
-    assert_eq!(kw.admin(Method::PUT, &format!("/apikeys/{}", k["id"].as_str().unwrap()), Some(body)).await.status, 200);
-    assert_eq!(get(&kw.proxy_url("/x"), &[key_header(&k)]).await.status, 401);
+    assert_eq!(
+        kw.admin(
+            Method::PUT,
+            &format!("/apikeys/{}", k["id"].as_str().unwrap()),
+            Some(body)
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        get(&kw.proxy_url("/x"), &[key_header(&k)]).await.status,
+        401
+    );
 }
 
 #[tokio::test]
 async fn per_key_schemes_restrict_bearer() {
     let kw = start().await;
-    let hmac_only = kw.create_key(json!({"name": "hmac-only", "isActive": true, "schemes": ["rfc9421", "nws4"]})).await;
+    let hmac_only = kw
+        .create_key(json!({"name": "hmac-only", "isActive": true, "schemes": ["rfc9421", "nws4"]}))
+        .await;
     let r = get(&kw.proxy_url("/x"), &[key_header(&hmac_only)]).await;
-    assert_eq!((r.status, r.json()["error_description"].clone()), (401, json!("the key may not use this authentication scheme")));
+    assert_eq!(
+        (r.status, r.json()["error_description"].clone()),
+        (401, json!("the key may not use this authentication scheme"))
+    );
 }
 
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504_without_hanging() {
     // nothing listens on this port
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let kw = Keyward::start(dead, "").await;
     let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
     let r = get(&kw.proxy_url("/x"), &[key_header(&key)]).await;
@@ -260,20 +421,52 @@ async fn upstream_down_is_502_and_slow_is_504_without_hanging() {
 
 #[tokio::test]
 async fn oversized_headers_and_bodies_are_refused() {
-    let kw = Keyward::start(echo_upstream().await, "[limits]\nmax_body = 1024\nmax_header_bytes = 8192\n").await;
+    let kw = Keyward::start(
+        echo_upstream().await,
+        "[limits]\nmax_body = 1024\nmax_header_bytes = 8192\n",
+    )
+    .await;
     let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
     let big = "a".repeat(20_000);
-    let resp = raw(kw.proxy, format!("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes()).await;
-    assert!(resp.starts_with("HTTP/1.1 431"), "{}", &resp[..resp.len().min(200)]);
-    let r = send(Method::POST, &kw.proxy_url("/x"), &[key_header(&key)], vec![b'x'; 4096]).await;
+    let resp = raw(
+        kw.proxy,
+        format!("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+    let r = send(
+        Method::POST,
+        &kw.proxy_url("/x"),
+        &[key_header(&key)],
+        vec![b'x'; 4096],
+    )
+    .await;
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["code"], 413);
-    let r = send(Method::POST, &kw.proxy_url("/x"), &[key_header(&key)], vec![b'x'; 512]).await;
+    let r = send(
+        Method::POST,
+        &kw.proxy_url("/x"),
+        &[key_header(&key)],
+        vec![b'x'; 512],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["bodyLength"], 512);
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let resp = raw(kw.proxy, format!("GET /x HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes()).await;
-    assert!(resp.starts_with("HTTP/1.1 431") || resp.starts_with("HTTP/1.1 400"), "{}", &resp[..resp.len().min(200)]);
+    let resp = raw(
+        kw.proxy,
+        format!("GET /x HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431") || resp.starts_with("HTTP/1.1 400"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
 }
 
 #[tokio::test]
@@ -283,7 +476,15 @@ async fn trusted_forwarded_headers_are_kept_only_when_configured() {
     let config = common::base_config(dir.path(), echo_upstream().await, "");
     let kw = Keyward::start_in(dir, &config, &[("KEYWARD_PROXY__TRUST_FORWARDED", "true")]).await;
     let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
-    let r = get(&kw.proxy_url("/x"), &[key_header(&key), ("x-forwarded-for", "10.0.0.1".into()), ("x-forwarded-proto", "https".into())]).await;
+    let r = get(
+        &kw.proxy_url("/x"),
+        &[
+            key_header(&key),
+            ("x-forwarded-for", "10.0.0.1".into()),
+            ("x-forwarded-proto", "https".into()),
+        ],
+    )
+    .await;
     let h = &r.json()["headers"];
     assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
@@ -294,8 +495,13 @@ async fn h2c_prior_knowledge_is_served() {
     let kw = start().await;
     let key = kw.create_key(json!({"name": "h2", "isActive": true})).await;
     let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
-    let req = http::Request::get(kw.proxy_url("/x")).header("x-api-key", key["encoded"].as_str().unwrap()).body(Default::default()).unwrap();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = http::Request::get(kw.proxy_url("/x"))
+        .header("x-api-key", key["encoded"].as_str().unwrap())
+        .body(Default::default())
+        .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);

@@ -1,6 +1,7 @@
 //! HMAC request signing end to end: NWS4 (seed 004) and RFC 9421 through a real Keyward process, including
 //! requests signed by the third-party PyPI library `http-message-signatures`, replay, tampering, coverage
 //! policy, body digests and malformed input.
+#![allow(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
 
 mod common;
 
@@ -16,11 +17,20 @@ async fn start() -> (Keyward, Value) {
 }
 
 fn creds(key: &Value) -> (&str, &str) {
-    (key["clientId"].as_str().unwrap(), key["clientSecret"].as_str().unwrap())
+    (
+        key["clientId"].as_str().unwrap(),
+        key["clientSecret"].as_str().unwrap(),
+    )
 }
 
 /// Sign with Keyward's own signer and return the headers as owned pairs.
-fn signed(scheme: SignScheme, method: &Method, url: &str, body: &[u8], key: &Value) -> Vec<(&'static str, String)> {
+fn signed(
+    scheme: SignScheme,
+    method: &Method,
+    url: &str,
+    body: &[u8],
+    key: &Value,
+) -> Vec<(&'static str, String)> {
     let (id, secret) = creds(key);
     let uri: http::Uri = url.parse().unwrap();
     let mut headers: Vec<(&'static str, String)> = Vec::new();
@@ -34,17 +44,32 @@ fn signed(scheme: SignScheme, method: &Method, url: &str, body: &[u8], key: &Val
 async fn nws4_and_rfc9421_requests_pass_with_context() {
     let (kw, key) = start().await;
     for scheme in [SignScheme::Nws4, SignScheme::Rfc9421] {
-        for (method, body) in [(Method::GET, Vec::new()), (Method::POST, br#"{"total": 42}"#.to_vec())] {
+        for (method, body) in [
+            (Method::GET, Vec::new()),
+            (Method::POST, br#"{"total": 42}"#.to_vec()),
+        ] {
             let url = kw.proxy_url("/orders/7?expand=items&b=2");
             let headers = signed(scheme, &method, &url, &body, &key);
             let r = send(method.clone(), &url, &headers, body.clone()).await;
-            assert_eq!(r.status, 200, "{scheme:?} {method}: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(
+                r.status,
+                200,
+                "{scheme:?} {method}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
             let echo = r.json();
-            let expected = if scheme == SignScheme::Nws4 { "nws4" } else { "rfc9421" };
+            let expected = if scheme == SignScheme::Nws4 {
+                "nws4"
+            } else {
+                "rfc9421"
+            };
             assert_eq!(echo["headers"]["x-auth-scheme"], expected);
             assert_eq!(echo["headers"]["x-auth-user"], "alice");
             assert_eq!(echo["body"], String::from_utf8_lossy(&body).as_ref());
-            assert!(echo["headers"].get("signature").is_none() && echo["headers"].get("authorization").is_none());
+            assert!(
+                echo["headers"].get("signature").is_none()
+                    && echo["headers"].get("authorization").is_none()
+            );
         }
     }
 }
@@ -55,10 +80,16 @@ async fn a_signed_request_is_accepted_once() {
     for scheme in [SignScheme::Nws4, SignScheme::Rfc9421] {
         let url = kw.proxy_url("/orders/1");
         let headers = signed(scheme, &Method::GET, &url, &[], &key);
-        assert_eq!(send(Method::GET, &url, &headers, Vec::new()).await.status, 200);
+        assert_eq!(
+            send(Method::GET, &url, &headers, Vec::new()).await.status,
+            200
+        );
         let again = send(Method::GET, &url, &headers, Vec::new()).await;
         assert_eq!(again.status, 401, "{scheme:?} replay");
-        assert_eq!(again.json()["error_description"], "the signature has already been used");
+        assert_eq!(
+            again.json()["error_description"],
+            "the signature has already been used"
+        );
     }
 }
 
@@ -71,12 +102,16 @@ async fn tampering_with_anything_covered_is_401() {
         type Tamper = fn(&mut String, &mut Method, &mut Vec<u8>, &mut Vec<(&'static str, String)>);
         let tampers: [(&str, Tamper); 5] = [
             ("body", |_, _, b, _| b[2] = b'T'),
-            ("path", |u, _, _, _| *u = u.replace("/orders/7", "/orders/8")),
+            ("path", |u, _, _, _| {
+                *u = u.replace("/orders/7", "/orders/8")
+            }),
             ("query", |u, _, _, _| *u = u.replace("x=1", "x=2")),
             ("method", |_, m, _, _| *m = Method::PUT),
             ("key id", |_, _, _, h| {
                 for (_, v) in h.iter_mut() {
-                    *v = v.replace("keyid=\"", "keyid=\"x").replace("Credential%3D", "Credential%3Dx");
+                    *v = v
+                        .replace("keyid=\"", "keyid=\"x")
+                        .replace("Credential%3D", "Credential%3Dx");
                 }
             }),
         ];
@@ -85,7 +120,12 @@ async fn tampering_with_anything_covered_is_401() {
             let (mut u, mut m, mut b, mut h) = (url.clone(), Method::POST, body.clone(), headers);
             tamper(&mut u, &mut m, &mut b, &mut h);
             let r = send(m, &u, &h, b).await;
-            assert_eq!(r.status, 401, "{scheme:?} tampered {what}: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(
+                r.status,
+                401,
+                "{scheme:?} tampered {what}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
         }
     }
 }
@@ -96,7 +136,11 @@ async fn third_party_rfc9421_client_interoperates() {
     let (kw, key) = start().await;
     let (id, secret) = creds(&key);
     let url = kw.proxy_url("/orders/9?q=caf%C3%A9");
-    for extra in [vec![], vec!["--method", "POST", "--data", "{\"a\": 1}"], vec!["--method", "DELETE", "--nonce", "n-123", "--label", "mine"]] {
+    for extra in [
+        vec![],
+        vec!["--method", "POST", "--data", "{\"a\": 1}"],
+        vec!["--method", "DELETE", "--nonce", "n-123", "--label", "mine"],
+    ] {
         let mut args = vec!["--url", &url, "--key-id", id, "--secret", secret];
         args.extend(extra.iter().copied());
         let out = run_python(&py, "sign_rfc9421.py", &args).await;
@@ -107,22 +151,79 @@ async fn third_party_rfc9421_client_interoperates() {
         assert_eq!(echo["headers"]["x-auth-key-id"], key["id"]);
     }
     // too little coverage is refused although the signature is valid
-    let out = run_python(&py, "sign_rfc9421.py", &["--url", &url, "--key-id", id, "--secret", secret, "--covered", "@method"]).await;
+    let out = run_python(
+        &py,
+        "sign_rfc9421.py",
+        &[
+            "--url",
+            &url,
+            "--key-id",
+            id,
+            "--secret",
+            secret,
+            "--covered",
+            "@method",
+        ],
+    )
+    .await;
     let result: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(result["status"], 401);
-    assert!(result["body"].as_str().unwrap().contains("invalid_request"), "{result}");
+    assert!(
+        result["body"].as_str().unwrap().contains("invalid_request"),
+        "{result}"
+    );
     // a stale signature is refused
     let old = (chrono::Utc::now().timestamp() - 1000).to_string();
-    let out = run_python(&py, "sign_rfc9421.py", &["--url", &url, "--key-id", id, "--secret", secret, "--created", &old]).await;
+    let out = run_python(
+        &py,
+        "sign_rfc9421.py",
+        &[
+            "--url",
+            &url,
+            "--key-id",
+            id,
+            "--secret",
+            secret,
+            "--created",
+            &old,
+        ],
+    )
+    .await;
     let result: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(result["status"], 401);
-    assert!(result["body"].as_str().unwrap().contains("outside its validity window"), "{result}");
+    assert!(
+        result["body"]
+            .as_str()
+            .unwrap()
+            .contains("outside its validity window"),
+        "{result}"
+    );
     // a wrong secret tells nothing more than an unknown key
-    let out = run_python(&py, "sign_rfc9421.py", &["--url", &url, "--key-id", id, "--secret", &"0".repeat(64)]).await;
+    let out = run_python(
+        &py,
+        "sign_rfc9421.py",
+        &["--url", &url, "--key-id", id, "--secret", &"0".repeat(64)],
+    )
+    .await;
     let wrong: Value = serde_json::from_str(out.trim()).unwrap();
-    let out = run_python(&py, "sign_rfc9421.py", &["--url", &url, "--key-id", "no-such-client", "--secret", &"0".repeat(64)]).await;
+    let out = run_python(
+        &py,
+        "sign_rfc9421.py",
+        &[
+            "--url",
+            &url,
+            "--key-id",
+            "no-such-client",
+            "--secret",
+            &"0".repeat(64),
+        ],
+    )
+    .await;
     let unknown: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!((wrong["status"].clone(), wrong["body"].clone()), (unknown["status"].clone(), unknown["body"].clone()));
+    assert_eq!(
+        (wrong["status"].clone(), wrong["body"].clone()),
+        (unknown["status"].clone(), unknown["body"].clone())
+    );
 }
 
 #[tokio::test]
@@ -140,16 +241,36 @@ async fn signed_bodies_over_the_limit_are_413() {
 #[tokio::test]
 async fn per_key_schemes_and_disabled_schemes_are_enforced() {
     let (kw, _) = start().await;
-    let bearer_only = kw.create_key(json!({"name": "bearer-only", "isActive": true, "schemes": ["bearer"]})).await;
+    let bearer_only = kw
+        .create_key(json!({"name": "bearer-only", "isActive": true, "schemes": ["bearer"]}))
+        .await;
     let url = kw.proxy_url("/x");
-    let r = send(Method::GET, &url, &signed(SignScheme::Rfc9421, &Method::GET, &url, &[], &bearer_only), Vec::new()).await;
-    assert_eq!((r.status, r.json()["error_description"].clone()), (401, json!("the key may not use this authentication scheme")));
+    let r = send(
+        Method::GET,
+        &url,
+        &signed(SignScheme::Rfc9421, &Method::GET, &url, &[], &bearer_only),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error_description"].clone()),
+        (401, json!("the key may not use this authentication scheme"))
+    );
     // a sidecar with only bearer enabled refuses signatures before looking at keys
     let kw2 = Keyward::start(echo_upstream().await, "[auth]\nschemes = [\"bearer\"]\n").await;
     let k = kw2.create_key(json!({"name": "k", "isActive": true})).await;
     let url = kw2.proxy_url("/x");
-    let r = send(Method::GET, &url, &signed(SignScheme::Nws4, &Method::GET, &url, &[], &k), Vec::new()).await;
-    assert_eq!((r.status, r.json()["error"].clone()), (401, json!("invalid_request")));
+    let r = send(
+        Method::GET,
+        &url,
+        &signed(SignScheme::Nws4, &Method::GET, &url, &[], &k),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("invalid_request"))
+    );
 }
 
 #[tokio::test]
@@ -157,19 +278,54 @@ async fn malformed_signatures_are_4xx_never_5xx() {
     let (kw, key) = start().await;
     let url = kw.proxy_url("/x");
     let cases: Vec<Vec<(&str, String)>> = vec![
-        vec![("signature-input", "sig1=(".into()), ("signature", "sig1=:AAAA:".into())],
-        vec![("signature-input", "sig1=(\"@method\");created=1;keyid=\"k\";alg=\"rsa-pss-sha512\"".into()), ("signature", "sig1=:AAAA:".into())],
-        vec![("signature-input", "sig1=(\"@method\");keyid=\"k\"".into()), ("signature", "sig1=:not base64!:".into())],
-        vec![("signature-input", "a=(\"@method\");keyid=\"k\", a=(\"@path\");keyid=\"k\"".into()), ("signature", "a=:AAAA:".into())],
-        vec![("signature-input", format!("sig1=(\"@method\");keyid=\"{}\"", "k".repeat(9000))), ("signature", "sig1=:AAAA:".into())],
+        vec![
+            ("signature-input", "sig1=(".into()),
+            ("signature", "sig1=:AAAA:".into()),
+        ],
+        vec![
+            (
+                "signature-input",
+                "sig1=(\"@method\");created=1;keyid=\"k\";alg=\"rsa-pss-sha512\"".into(),
+            ),
+            ("signature", "sig1=:AAAA:".into()),
+        ],
+        vec![
+            ("signature-input", "sig1=(\"@method\");keyid=\"k\"".into()),
+            ("signature", "sig1=:not base64!:".into()),
+        ],
+        vec![
+            (
+                "signature-input",
+                "a=(\"@method\");keyid=\"k\", a=(\"@path\");keyid=\"k\"".into(),
+            ),
+            ("signature", "a=:AAAA:".into()),
+        ],
+        vec![
+            (
+                "signature-input",
+                format!("sig1=(\"@method\");keyid=\"{}\"", "k".repeat(9000)),
+            ),
+            ("signature", "sig1=:AAAA:".into()),
+        ],
         vec![("signature", "sig1=:AAAA:".into())],
         vec![("authorization", "NWS4-HMAC-SHA256 garbage".into())],
-        vec![("authorization", "NWS4-HMAC-SHA256 Credential%3D%2CSignedHeaders%3D%2CTimestamp%3D%2CSignature%3D".into())],
-        vec![("authorization", format!("NWS4-HMAC-SHA256 {}", "%".repeat(3000)))],
+        vec![(
+            "authorization",
+            "NWS4-HMAC-SHA256 Credential%3D%2CSignedHeaders%3D%2CTimestamp%3D%2CSignature%3D"
+                .into(),
+        )],
+        vec![(
+            "authorization",
+            format!("NWS4-HMAC-SHA256 {}", "%".repeat(3000)),
+        )],
     ];
     for headers in cases {
         let r = send(Method::GET, &url, &headers, Vec::new()).await;
-        assert!(r.status == 401 || r.status == 400 || r.status == 431, "{headers:?} -> {}", r.status);
+        assert!(
+            r.status == 401 || r.status == 400 || r.status == 431,
+            "{headers:?} -> {}",
+            r.status
+        );
         if r.status == 401 {
             assert!(r.json()["error"].is_string());
         }
@@ -178,7 +334,13 @@ async fn malformed_signatures_are_4xx_never_5xx() {
     let mut headers = signed(SignScheme::Rfc9421, &Method::GET, &url, &[], &key);
     headers.push(("x-api-key", key["encoded"].as_str().unwrap().to_owned()));
     let r = send(Method::GET, &url, &headers, Vec::new()).await;
-    assert_eq!((r.status, r.json()["error_description"].clone()), (401, json!("send exactly one credential scheme")));
+    assert_eq!(
+        (r.status, r.json()["error_description"].clone()),
+        (401, json!("send exactly one credential scheme"))
+    );
     let resp = raw(kw.proxy, b"GET /x HTTP/1.1\r\nHost: a\r\nSignature-Input: \xff\r\nSignature: x\r\nConnection: close\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.1 401") || resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 401") || resp.starts_with("HTTP/1.1 400"),
+        "{resp}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Test support: start real Keyward processes (`CARGO_BIN_EXE_keyward`) and a real echo upstream on
 //! `127.0.0.1:0`, and send real HTTP. A child is killed on drop; its output is printed when a test fails.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, reason = "shared by several test binaries, each using a part")]
+#![expect(clippy::unwrap_used, reason = "test support: a failed setup should panic at once")]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -37,7 +38,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -46,7 +48,10 @@ impl Resp {
 
 /// Start the echo upstream in-process.
 pub async fn echo_upstream() -> SocketAddr {
-    keyward::echo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap().0
+    keyward::echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .0
 }
 
 /// The config every test starts from: ports 0, the given upstream, SQLite in `dir`, a bootstrap token.
@@ -77,7 +82,12 @@ impl Keyward {
         let config_path = dir.path().join("keyward.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        cmd.arg("serve").arg("--config").arg(&config_path).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("RUST_LOG");
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -91,7 +101,10 @@ impl Keyward {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["message"] == "Listening" {
-                        let _ = tx.send((v["proxy"].as_str().unwrap().parse().unwrap(), v["admin"].as_str().unwrap().parse().unwrap()));
+                        let _ = tx.send((
+                            v["proxy"].as_str().unwrap().parse().unwrap(),
+                            v["admin"].as_str().unwrap().parse().unwrap(),
+                        ));
                     }
                 }
                 log2.lock().unwrap().push(line);
@@ -103,11 +116,24 @@ impl Keyward {
                 log3.lock().unwrap().push(format!("stderr: {line}"));
             }
         });
-        let (proxy, admin) = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("keyward did not start; log:\n{}", log.lock().unwrap().join("\n")));
-        Self { child, proxy, admin, dir, config_path, log }
+        let (proxy, admin) =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "keyward did not start; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    )
+                });
+        Self {
+            child,
+            proxy,
+            admin,
+            dir,
+            config_path,
+            log,
+        }
     }
 
     pub fn proxy_url(&self, path: &str) -> String {
@@ -119,11 +145,18 @@ impl Keyward {
 
     /// Admin call with the bootstrap token.
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        self.admin_as(&format!("Bearer {BOOTSTRAP}"), method, path, body).await
+        self.admin_as(&format!("Bearer {BOOTSTRAP}"), method, path, body)
+            .await
     }
 
     /// Admin call with an `Authorization` value.
-    pub async fn admin_as(&self, authorization: &str, method: Method, path: &str, body: Option<Value>) -> Resp {
+    pub async fn admin_as(
+        &self,
+        authorization: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
         let mut headers = vec![("authorization", authorization.to_owned())];
         if body.is_some() {
             headers.push(("content-type", "application/json".to_owned()));
@@ -146,7 +179,10 @@ impl Keyward {
 
     /// SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -170,16 +206,24 @@ impl Drop for Keyward {
 
 /// Send one request and read the whole response.
 pub async fn send(method: Method, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Resp {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, v.as_str());
     }
     let req = req.body(Full::new(Bytes::from(body))).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req)).await.expect("request timed out").expect("request failed");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// GET with headers.
@@ -209,7 +253,10 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut buf = vec![0u8; 65536];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .map(|r| r.unwrap_or(0))
+        .unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
@@ -223,9 +270,15 @@ pub fn python() -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{} is missing: scripts/test.sh creates it (pip install -r tests/py/requirements.txt)", path.display());
+        panic!(
+            "{} is missing: scripts/test.sh creates it (pip install -r tests/py/requirements.txt)",
+            path.display()
+        );
     }
-    eprintln!("skipped: {} is missing (run scripts/test.sh)", path.display());
+    eprintln!(
+        "skipped: {} is missing (run scripts/test.sh)",
+        path.display()
+    );
     None
 }
 
@@ -233,10 +286,21 @@ pub fn python() -> Option<PathBuf> {
 /// Async, so in-process servers of the calling test keep running meanwhile.
 pub async fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
     let out = tokio::process::Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/py")
+                .join(script),
+        )
         .args(args)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await.expect("python timed out").unwrap();
-    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("python timed out")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
