@@ -12,6 +12,7 @@ use crate::admin::{self, AdminState};
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreConfig};
 use crate::keys::cache::KeyCache;
+use crate::keys::postgres::{self, PostgresStore};
 use crate::keys::sqlite::SqliteStore;
 use crate::keys::{ChangeEvent, KeyStore, StoreError};
 use crate::metrics::Metrics;
@@ -42,21 +43,30 @@ pub struct App {
     admin: Listener,
     proxy_state: Arc<ProxyState>,
     admin_state: Arc<AdminState>,
-    store_watch: Option<SqliteStore>,
+    store_watch: Option<StoreWatch>,
 }
 
-/// Open the configured store.
+/// The store-specific task that keeps the in-memory map current.
+pub enum StoreWatch {
+    /// Poll SQLite's `data_version` for commits by other processes.
+    Sqlite(SqliteStore),
+    /// `LISTEN` for changes; reload in full after every reconnect.
+    Postgres(PostgresStore),
+}
+
+/// Open the configured store (PostgreSQL connects and migrates on its first call).
 pub fn open_store(
     cfg: &StoreConfig,
-) -> Result<(Arc<dyn KeyStore>, Option<SqliteStore>), StoreError> {
+) -> Result<(Arc<dyn KeyStore>, Option<StoreWatch>), StoreError> {
     match cfg {
         StoreConfig::Sqlite { path } => {
             let store = SqliteStore::open(path)?;
-            Ok((Arc::new(store.clone()), Some(store)))
+            Ok((Arc::new(store.clone()), Some(StoreWatch::Sqlite(store))))
         }
-        StoreConfig::Postgres { .. } => Err(StoreError::Unavailable(
-            "the postgres store is not available in this build".into(),
-        )),
+        StoreConfig::Postgres { url } => {
+            let store = PostgresStore::open(url)?;
+            Ok((Arc::new(store.clone()), Some(StoreWatch::Postgres(store))))
+        }
     }
 }
 
@@ -153,9 +163,18 @@ impl App {
             rx.clone(),
             grace,
         ));
-        let watcher = self
-            .store_watch
-            .map(|store| tokio::spawn(watch_sqlite(store, Arc::clone(&self.admin_state), rx)));
+        let state = Arc::clone(&self.admin_state);
+        let watcher = self.store_watch.map(|watch| match watch {
+            StoreWatch::Sqlite(store) => tokio::spawn(watch_sqlite(store, state, rx)),
+            StoreWatch::Postgres(store) => {
+                let target = postgres::listen::SyncTarget {
+                    cache: Arc::clone(&state.cache),
+                    metrics: Arc::clone(&state.metrics),
+                    write_lock: Arc::clone(&state.write_lock),
+                };
+                tokio::spawn(postgres::listen::run(store, target, rx))
+            }
+        });
         shutdown.await;
         tracing::info!(
             grace_s = grace.as_secs(),
@@ -183,6 +202,7 @@ async fn watch_sqlite(store: SqliteStore, state: Arc<AdminState>, mut stop: watc
             continue;
         };
         state.metrics.store_up.set(1);
+        state.metrics.mark_synced();
         if last == Some(now) {
             continue;
         }

@@ -1,9 +1,11 @@
 //! Every Prometheus metric, declared and registered once (DESIGN.md §10). Labels are low-cardinality: route
 //! names from config, method, status class, scheme, reason. Never a key id or a raw path.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::keys::cache::KeyCache;
@@ -22,6 +24,10 @@ pub const KEYS: &str = "keyward_keys";
 pub const ADMIN_REQUESTS_TOTAL: &str = "keyward_admin_requests_total";
 /// `keyward_store_up`: 1 when the last store call succeeded.
 pub const STORE_UP: &str = "keyward_store_up";
+/// `keyward_store_reconnects_total`: change-feed connections re-established after a loss.
+pub const STORE_RECONNECTS_TOTAL: &str = "keyward_store_reconnects_total";
+/// `keyward_store_last_sync_age_seconds`: time since the map was last known to match the store.
+pub const STORE_LAST_SYNC_AGE: &str = "keyward_store_last_sync_age_seconds";
 /// `keyward_build_info{version,store}`: always 1.
 pub const BUILD_INFO: &str = "keyward_build_info";
 
@@ -44,6 +50,11 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
     /// Store health.
     pub store_up: IntGauge,
+    /// Change-feed reconnects.
+    pub store_reconnects: IntCounter,
+    store_last_sync_age: Gauge,
+    /// Unix time in milliseconds of the last sync (see [`Metrics::mark_synced`]).
+    last_sync_ms: AtomicI64,
     keys: IntGaugeVec,
 }
 
@@ -80,6 +91,16 @@ impl Metrics {
         .expect("valid metric");
         let store_up = IntGauge::new(STORE_UP, "1 when the key store answered the last call")
             .expect("valid metric");
+        let store_reconnects = IntCounter::new(
+            STORE_RECONNECTS_TOTAL,
+            "Store change-feed connections re-established after a loss",
+        )
+        .expect("valid metric");
+        let store_last_sync_age = Gauge::new(
+            STORE_LAST_SYNC_AGE,
+            "Seconds since the in-memory keys were last known to match the store",
+        )
+        .expect("valid metric");
         let keys = IntGaugeVec::new(Opts::new(KEYS, "API keys in memory by state"), &["state"])
             .expect("valid metric");
         let build = IntGaugeVec::new(
@@ -98,6 +119,8 @@ impl Metrics {
             Box::new(upstream_duration.clone()),
             Box::new(admin_requests.clone()),
             Box::new(store_up.clone()),
+            Box::new(store_reconnects.clone()),
+            Box::new(store_last_sync_age.clone()),
             Box::new(keys.clone()),
             Box::new(build),
         ] {
@@ -113,8 +136,26 @@ impl Metrics {
             upstream_duration,
             admin_requests,
             store_up,
+            store_reconnects,
+            store_last_sync_age,
+            // The map is loaded from the store before the metrics are created.
+            last_sync_ms: AtomicI64::new(chrono::Utc::now().timestamp_millis()),
             keys,
         }
+    }
+
+    /// Record that the in-memory map matches the store as of now (a full reload, an applied change, or a
+    /// round trip proving that no change was missed).
+    pub fn mark_synced(&self) {
+        self.last_sync_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// Seconds since [`Metrics::mark_synced`] last ran.
+    pub fn last_sync_age(&self) -> f64 {
+        let age_ms =
+            chrono::Utc::now().timestamp_millis() - self.last_sync_ms.load(Ordering::Relaxed);
+        age_ms.max(0) as f64 / 1000.0
     }
 
     /// The Prometheus text exposition, with the key gauges refreshed from `cache`.
@@ -130,6 +171,7 @@ impl Metrics {
                 .with_label_values(&[state])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        self.store_last_sync_age.set(self.last_sync_age());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -31,7 +31,11 @@ pub async fn readyz(state: &AdminState) -> Response<ProxyBody> {
     state.metrics.store_up.set(i64::from(ping.is_ok()));
     let body = serde_json::json!({
         "status": if ping.is_ok() { "ready" } else { "degraded" },
-        "store": { "kind": state.store.kind(), "up": ping.is_ok() },
+        "store": {
+            "kind": state.store.kind(),
+            "up": ping.is_ok(),
+            "lastSyncAgeSeconds": (state.metrics.last_sync_age() * 1000.0).round() / 1000.0,
+        },
         "keys": state.cache.len(),
     });
     let status = if ping.is_ok() {

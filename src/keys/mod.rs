@@ -2,6 +2,7 @@
 //! change events that keep each sidecar's in-memory map current.
 
 pub mod cache;
+pub mod postgres;
 pub mod query;
 pub mod secret;
 pub mod sqlite;

@@ -1,0 +1,457 @@
+//! One store conformance suite, run on SQLite (a temp file) and on PostgreSQL (a fresh database per test), plus
+//! the PostgreSQL-only behaviour: concurrent migrations, NOTIFY on every write, the change feed.
+//!
+//! PostgreSQL comes from `KEYWARD_TEST_PG_URL` (a superuser URL; each test creates its own database), e.g.
+//! `eval "$(scripts/pg-test.sh start)"`. Unset, the PostgreSQL tests fail when `CI` is set and are skipped
+//! (with a "skipped" line) otherwise.
+#![expect(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use keyward::config::Scheme;
+use keyward::keys::cache::KeyCache;
+use keyward::keys::postgres::PostgresStore;
+use keyward::keys::postgres::listen::{self, SyncTarget};
+use keyward::keys::secret::Secret;
+use keyward::keys::sqlite::SqliteStore;
+use keyward::keys::{ApiKey, KeyStore, PreviousSecret, StoreError, new_client_id, new_id};
+use keyward::metrics::Metrics;
+use tokio_postgres::NoTls;
+
+// === backends ===
+
+/// The base URL, or `None` (skip) when unset outside CI.
+fn pg_url() -> Option<String> {
+    match std::env::var("KEYWARD_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "KEYWARD_TEST_PG_URL is unset but CI is set: start PostgreSQL first, e.g. eval \"$(scripts/pg-test.sh start)\""
+        ),
+        _ => {
+            eprintln!("skipped: KEYWARD_TEST_PG_URL unset");
+            None
+        }
+    }
+}
+
+/// A new empty database on the test server; returns its URL.
+async fn fresh_database(base: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(base, NoTls)
+        .await
+        .expect("connect to KEYWARD_TEST_PG_URL");
+    tokio::spawn(conn);
+    let name = format!("kw_conf_{}", new_id());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (head, query) = base
+        .split_once('?')
+        .map_or((base, None), |(h, q)| (h, Some(q)));
+    let after_scheme = head.find("://").map_or(0, |i| i + 3);
+    let prefix = head[after_scheme..]
+        .find('/')
+        .map_or(head, |i| &head[..after_scheme + i]);
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+async fn pg_store() -> Option<(String, Arc<dyn KeyStore>)> {
+    let url = fresh_database(&pg_url()?).await;
+    let store = PostgresStore::connect(&url).await.expect("postgres store");
+    Some((url, Arc::new(store)))
+}
+
+fn sqlite_store() -> (tempfile::TempDir, Arc<dyn KeyStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+    (dir, Arc::new(store))
+}
+
+/// Run each conformance function once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_dir, store) = super::sqlite_store();
+                super::$name(store).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((_url, store)) = super::pg_store().await else { return };
+                super::$name(store).await;
+            })*
+        }
+    };
+}
+
+conformance!(
+    empty_store_loads_nothing,
+    insert_then_load_all_round_trips_every_field,
+    duplicates_are_reported_by_field,
+    update_with_the_current_version_replaces_the_key,
+    update_with_a_stale_version_is_a_conflict_and_changes_nothing,
+    update_of_a_missing_key_is_not_found,
+    update_to_a_taken_name_is_a_duplicate,
+    delete_checks_the_version,
+    concurrent_updates_with_the_same_version_have_one_winner,
+    ping_answers,
+);
+
+// === fixtures ===
+
+fn key(name: &str) -> ApiKey {
+    let now = Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap();
+    ApiKey {
+        id: new_id(),
+        client_id: new_client_id(),
+        client_secret: Secret::generate(),
+        previous_secret: None,
+        name: name.into(),
+        description: None,
+        user_name: None,
+        device_name: None,
+        permissions: vec!["orders:read".into()],
+        schemes: None,
+        is_active: true,
+        revoked: false,
+        revoked_at: None,
+        expires_at: None,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+fn changed(k: &ApiKey) -> ApiKey {
+    let mut k = k.clone();
+    k.version += 1;
+    k.description = Some(format!("v{}", k.version));
+    k
+}
+
+async fn stored(store: &Arc<dyn KeyStore>, id: &str) -> Option<ApiKey> {
+    store
+        .load_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.id == id)
+}
+
+// === the suite ===
+
+async fn empty_store_loads_nothing(store: Arc<dyn KeyStore>) {
+    assert!(store.load_all().await.unwrap().is_empty());
+    assert!(matches!(store.kind(), "sqlite" | "postgres"));
+}
+
+async fn insert_then_load_all_round_trips_every_field(store: Arc<dyn KeyStore>) {
+    let mut k = key("full");
+    k.previous_secret = Some(PreviousSecret {
+        secret: Secret::generate(),
+        valid_until: Utc.with_ymd_and_hms(2031, 5, 6, 7, 8, 9).unwrap(),
+    });
+    k.description = Some("ünïcödé \"quoted\" \\ text".into());
+    k.user_name = Some("alice".into());
+    k.device_name = Some("laptop".into());
+    k.permissions = vec!["*".into(), "ApiKeyList".into()];
+    k.schemes = Some(vec![Scheme::Bearer, Scheme::Rfc9421]);
+    k.revoked = true;
+    k.revoked_at = Some(Utc.with_ymd_and_hms(2030, 2, 3, 4, 5, 6).unwrap());
+    k.expires_at = Some(Utc.with_ymd_and_hms(2032, 1, 1, 0, 0, 0).unwrap());
+    store.insert(k.clone()).await.unwrap();
+    store.insert(key("other")).await.unwrap();
+    let all = store.load_all().await.unwrap();
+    assert_eq!(all.len(), 2);
+    let got = all.into_iter().find(|x| x.id == k.id).unwrap();
+    // The serde form is the storage format, secrets included: compare it whole.
+    assert_eq!(
+        serde_json::to_value(&got).unwrap(),
+        serde_json::to_value(&k).unwrap()
+    );
+    assert!(
+        got.client_secret
+            .matches(k.client_secret.expose().as_bytes())
+    );
+}
+
+async fn duplicates_are_reported_by_field(store: Arc<dyn KeyStore>) {
+    let a = key("a");
+    store.insert(a.clone()).await.unwrap();
+    let mut same_id = key("b");
+    same_id.id = a.id.clone();
+    let mut same_client = key("c");
+    same_client.client_id = a.client_id.clone();
+    let same_name = key("a");
+    for (k, field) in [
+        (same_id, "id"),
+        (same_client, "clientId"),
+        (same_name, "name"),
+    ] {
+        match store.insert(k).await {
+            Err(StoreError::Duplicate { field: f }) => assert_eq!(f, field),
+            other => panic!("{field}: expected Duplicate, got {other:?}"),
+        }
+    }
+    assert_eq!(store.load_all().await.unwrap().len(), 1);
+}
+
+async fn update_with_the_current_version_replaces_the_key(store: Arc<dyn KeyStore>) {
+    let k = key("u");
+    store.insert(k.clone()).await.unwrap();
+    let mut v2 = changed(&k);
+    v2.name = "renamed".into();
+    store.update(v2.clone(), 1).await.unwrap();
+    let got = stored(&store, &k.id).await.unwrap();
+    assert_eq!(got.version, 2);
+    assert_eq!(got.name, "renamed");
+    assert_eq!(got.description.as_deref(), Some("v2"));
+    store.update(changed(&v2), 2).await.unwrap();
+    assert_eq!(stored(&store, &k.id).await.unwrap().version, 3);
+    // The old name is free again.
+    store.insert(key("u")).await.unwrap();
+}
+
+async fn update_with_a_stale_version_is_a_conflict_and_changes_nothing(store: Arc<dyn KeyStore>) {
+    let k = key("s");
+    store.insert(k.clone()).await.unwrap();
+    store.update(changed(&k), 1).await.unwrap();
+    match store.update(changed(&k), 1).await {
+        Err(StoreError::VersionConflict { expected: 1 }) => {}
+        other => panic!("expected VersionConflict, got {other:?}"),
+    }
+    assert_eq!(stored(&store, &k.id).await.unwrap().version, 2);
+}
+
+async fn update_of_a_missing_key_is_not_found(store: Arc<dyn KeyStore>) {
+    let k = key("ghost");
+    assert!(matches!(
+        store.update(changed(&k), 1).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.load_all().await.unwrap().is_empty());
+}
+
+async fn update_to_a_taken_name_is_a_duplicate(store: Arc<dyn KeyStore>) {
+    let a = key("first");
+    let b = key("second");
+    store.insert(a.clone()).await.unwrap();
+    store.insert(b.clone()).await.unwrap();
+    let mut clash = changed(&b);
+    clash.name = "first".into();
+    assert!(matches!(
+        store.update(clash, 1).await,
+        Err(StoreError::Duplicate { field: "name" })
+    ));
+    assert_eq!(stored(&store, &b.id).await.unwrap().name, "second");
+}
+
+async fn delete_checks_the_version(store: Arc<dyn KeyStore>) {
+    let a = key("d1");
+    let b = key("d2");
+    store.insert(a.clone()).await.unwrap();
+    store.insert(b.clone()).await.unwrap();
+    assert!(matches!(
+        store.delete(a.id.clone(), Some(7)).await,
+        Err(StoreError::VersionConflict { expected: 7 })
+    ));
+    store.delete(a.id.clone(), Some(1)).await.unwrap();
+    assert!(matches!(
+        store.delete(a.id.clone(), Some(1)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete(a.id.clone(), None).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete(b.id.clone(), None).await.unwrap();
+    assert!(store.load_all().await.unwrap().is_empty());
+}
+
+async fn concurrent_updates_with_the_same_version_have_one_winner(store: Arc<dyn KeyStore>) {
+    let k = key("race");
+    store.insert(k.clone()).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let mut next = changed(&k);
+            next.description = Some(format!("writer {i}"));
+            tokio::spawn(async move { store.update(next, 1).await })
+        })
+        .collect();
+    let (mut won, mut conflicts) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::VersionConflict { expected: 1 }) => conflicts += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!((won, conflicts), (1, 7));
+    assert_eq!(stored(&store, &k.id).await.unwrap().version, 2);
+}
+
+async fn ping_answers(store: Arc<dyn KeyStore>) {
+    store.ping().await.unwrap();
+}
+
+// === PostgreSQL only ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sidecars_starting_at_once_migrate_once() {
+    let Some(base) = pg_url() else { return };
+    let url = fresh_database(&base).await;
+    let opens: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await
+            .unwrap()
+            .expect("every concurrent start migrates or sees the migration");
+    }
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT version FROM keyward_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_every_write_notifies_with_op_id_and_version() {
+    let Some((url, store)) = pg_store().await else {
+        return;
+    };
+    let (client, mut conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    client.batch_execute("LISTEN keyward_keys").await.unwrap();
+    let k = key("n");
+    store.insert(k.clone()).await.unwrap();
+    store.update(changed(&k), 1).await.unwrap();
+    store.delete(k.id.clone(), Some(2)).await.unwrap();
+    let _ = store.update(changed(&k), 1).await; // fails: no notification
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (channel, payload) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(channel, "keyward_keys");
+        let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        got.push((
+            v["op"].as_str().unwrap().to_owned(),
+            v["id"].as_str().unwrap().to_owned(),
+            v["version"].as_i64().unwrap(),
+        ));
+    }
+    let id = k.id;
+    assert_eq!(
+        got,
+        vec![
+            ("upsert".into(), id.clone(), 1),
+            ("upsert".into(), id.clone(), 2),
+            ("delete".into(), id, 2)
+        ]
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "a failed write notified"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_change_feed_applies_writes_from_elsewhere_to_the_map() {
+    let Some((url, store)) = pg_store().await else {
+        return;
+    };
+    let before = key("before");
+    store.insert(before.clone()).await.unwrap();
+    let cache = Arc::new(KeyCache::new());
+    let metrics = Arc::new(Metrics::new("postgres"));
+    let target = SyncTarget {
+        cache: Arc::clone(&cache),
+        metrics: Arc::clone(&metrics),
+        write_lock: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let feed = tokio::spawn(listen::run(
+        PostgresStore::open(&url).unwrap(),
+        target,
+        stop_rx,
+    ));
+    // The first connect reloads in full.
+    wait_for(|| cache.by_id(&before.id).is_some()).await;
+    // Another writer (a second store on the same database, like another sidecar).
+    let other = PostgresStore::connect(&url).await.unwrap();
+    let k = key("from-elsewhere");
+    other.insert(k.clone()).await.unwrap();
+    let started = Instant::now();
+    wait_for(|| cache.by_client_id(&k.client_id).is_some()).await;
+    eprintln!("change feed: insert applied after {:?}", started.elapsed());
+    let mut revoked = changed(&k);
+    revoked.revoked = true;
+    other.update(revoked, 1).await.unwrap();
+    wait_for(|| {
+        cache
+            .by_id(&k.id)
+            .is_some_and(|e| e.key.revoked && e.key.version == 2)
+    })
+    .await;
+    other.delete(before.id.clone(), None).await.unwrap();
+    wait_for(|| cache.by_id(&before.id).is_none()).await;
+    // A hand-made UPDATE in the database notifies too (the trigger).
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            "UPDATE keyward_api_keys SET record = record || jsonb_build_object('isActive', false, '_v', version + 1) WHERE id = $1",
+            &[&k.id],
+        )
+        .await
+        .unwrap();
+    wait_for(|| {
+        cache
+            .by_id(&k.id)
+            .is_some_and(|e| !e.key.is_active && e.key.version == 3)
+    })
+    .await;
+    assert!(metrics.last_sync_age() < 30.0);
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), feed)
+        .await
+        .expect("the feed stops")
+        .unwrap();
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not met within 10 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
