@@ -1,7 +1,10 @@
 //! HMAC request signing end to end: NWS4 (seed 004) and RFC 9421 through a real Keyward process, including
 //! requests signed by the third-party PyPI library `http-message-signatures`, replay, tampering, coverage
 //! policy, body digests and malformed input.
-#![allow(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed step should panic with its value"
+)]
 
 mod common;
 
@@ -343,4 +346,108 @@ async fn malformed_signatures_are_4xx_never_5xx() {
         resp.starts_with("HTTP/1.1 401") || resp.starts_with("HTTP/1.1 400"),
         "{resp}"
     );
+}
+
+#[tokio::test]
+async fn behind_a_tls_hop_the_signature_covers_what_the_client_saw() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let config = common::base_config(dir.path(), echo_upstream().await, "");
+    let kw = Keyward::start_in(dir, &config, &[("KEYWARD_PROXY__TRUST_FORWARDED", "true")]).await;
+    let key = kw
+        .create_key(json!({"name": "edge", "isActive": true}))
+        .await;
+    // the client signed https://api.example.com/...; a TLS-terminating hop forwarded it over plain HTTP
+    let public = "https://api.example.com/orders/1?a=b";
+    let mut headers = signed(SignScheme::Rfc9421, &Method::GET, public, &[], &key);
+    headers.push(("x-forwarded-proto", "https".into()));
+    headers.push(("x-forwarded-host", "api.example.com".into()));
+    let r = send(
+        Method::GET,
+        &kw.proxy_url("/orders/1?a=b"),
+        &headers,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // without the trusted headers the same signature does not match
+    let kw2 = Keyward::start(echo_upstream().await, "").await;
+    let key2 = kw2
+        .create_key(json!({"name": "edge", "isActive": true}))
+        .await;
+    let mut headers = signed(SignScheme::Rfc9421, &Method::GET, public, &[], &key2);
+    headers.push(("x-forwarded-proto", "https".into()));
+    headers.push(("x-forwarded-host", "api.example.com".into()));
+    assert_eq!(
+        send(
+            Method::GET,
+            &kw2.proxy_url("/orders/1?a=b"),
+            &headers,
+            Vec::new()
+        )
+        .await
+        .status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn after_the_window_a_replay_is_refused_for_age() {
+    let kw = Keyward::start(echo_upstream().await, "[auth]\nclock_skew = \"1s\"\n").await;
+    let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
+    for scheme in [SignScheme::Nws4, SignScheme::Rfc9421] {
+        let url = kw.proxy_url("/x");
+        let headers = signed(scheme, &Method::GET, &url, &[], &key);
+        assert_eq!(
+            send(Method::GET, &url, &headers, Vec::new()).await.status,
+            200
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+        let r = send(Method::GET, &url, &headers, Vec::new()).await;
+        assert_eq!(
+            (r.status, r.json()["error_description"].clone()),
+            (401, json!("the signature is outside its validity window")),
+            "{scheme:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_cli_sends_signed_requests() {
+    let (kw, key) = start().await;
+    let (id, secret) = creds(&key);
+    for scheme in ["rfc9421", "nws4", "bearer"] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args([
+                "sign",
+                "--scheme",
+                scheme,
+                "--key-id",
+                id,
+                "--secret",
+                secret,
+                "-X",
+                "POST",
+                "-d",
+                "{\"n\": 1}",
+                "-H",
+                "X-Trace: t1",
+            ])
+            .arg(kw.proxy_url("/orders/5"))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("200"),
+            "{scheme}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let echo: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(echo["headers"]["x-auth-scheme"], scheme);
+        assert_eq!(echo["body"], "{\"n\": 1}");
+    }
 }
