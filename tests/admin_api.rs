@@ -1,6 +1,9 @@
 //! The `/apikeys` admin API, call by call, against a real Keyward process and a real SQLite file: every
 //! success and every error status, with exact error bodies.
-#![allow(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed step should panic with its value"
+)]
 
 mod common;
 

@@ -1,7 +1,10 @@
 //! The process around the proxy: persistence across restarts, SIGTERM draining, config errors (exit 64),
 //! example configs, `keyward keys create` reaching a running sidecar, `/metrics` read by the reference
 //! Prometheus parser, access logs without secrets, and TLS with h2 by ALPN on both sides of the proxy.
-#![allow(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed step should panic with its value"
+)]
 
 mod common;
 

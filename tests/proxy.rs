@@ -1,7 +1,10 @@
 //! The data plane against a real Keyward process and a real upstream: credentials in every wire form, the
 //! route × claim table, spoofed and hop-by-hop headers, credential stripping, key states, error bodies,
 //! limits, and upstream failures.
-#![allow(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed step should panic with its value"
+)]
 
 mod common;
 

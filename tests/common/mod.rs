@@ -1,7 +1,15 @@
 //! Test support: start real Keyward processes (`CARGO_BIN_EXE_keyward`) and a real echo upstream on
 //! `127.0.0.1:0`, and send real HTTP. A child is killed on drop; its output is printed when a test fails.
-#![allow(dead_code, unreachable_pub, missing_docs, reason = "shared by several test binaries, each using a part")]
-#![expect(clippy::unwrap_used, reason = "test support: a failed setup should panic at once")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    reason = "shared by several test binaries, each using a part"
+)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test support: a failed setup should panic at once"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
