@@ -68,6 +68,11 @@ enum ConfigCommand {
 enum KeysCommand {
     /// Create a key and print its credentials once.
     Create(CreateArgs),
+    /// Import keys in bulk from TSV/CSV (header row) or JSON lines; all or nothing.
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -165,6 +170,13 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             create_key(&config, args).await
+        }
+        Command::Keys(KeysCommand::Import { file }) => {
+            let config = match load_config(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            import_keys(&config, &file).await
         }
         Command::Echo { listen } => echo(listen).await,
         Command::Sign(args) => sign(args).await,
@@ -301,6 +313,30 @@ async fn create_key(config: &Config, args: CreateArgs) -> anyhow::Result<()> {
     );
     eprintln!(
         "keyward: key created; clientSecret and encoded are shown only now. Store them safely."
+    );
+    Ok(())
+}
+
+async fn import_keys(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let keys = keyward::keys::import::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: nothing imported:\n{e}", file.display()))?;
+    let n = keys.len();
+    eprintln!(
+        "keyward: {n} keys parsed and validated in {:.1}s; writing",
+        started.elapsed().as_secs_f64()
+    );
+    let (store, _) = open_store(&config.store).context("opening the store")?;
+    store
+        .insert_many(keys)
+        .await
+        .context("writing the keys (nothing was imported)")?;
+    eprintln!(
+        "keyward: imported {n} keys into the {} store in {:.1}s",
+        store.kind(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

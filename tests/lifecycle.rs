@@ -418,3 +418,79 @@ async fn tls_with_h2_on_the_listener_and_an_https_upstream_with_a_private_ca() {
         (200, http::Version::HTTP_2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_import_loads_a_bench_tsv_all_or_nothing() {
+    let upstream = echo_upstream().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = base_config(dir.path(), upstream, "");
+    let config_path = dir.path().join("keyward.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let secret = "0123456789abcdef0123456789abcdef01234567";
+    let bad = dir.path().join("bad.tsv");
+    std::fs::write(
+        &bad,
+        format!(
+            "client_id\tclient_secret\tuser\nkwb-000001\t{secret}\tu1\nkwb-000002\tshort\tu2\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "import"])
+        .arg(&bad)
+        .arg("--config")
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good = dir.path().join("keys.tsv");
+    let rows: String = (0..3)
+        .map(|i| format!("kwb-00000{i}\t{secret}{i}\tunused\tuser-{i}\tdevice-{i}\n"))
+        .collect();
+    std::fs::write(
+        &good,
+        format!("client_id\tclient_secret\ttoken\tuser\tdevice\n{rows}"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "import"])
+        .arg(&good)
+        .arg("--config")
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imported 3 keys"));
+    let kw = Keyward::start_in(dir, &config, &[]).await;
+    assert_eq!(
+        kw.admin(Method::GET, "/apikeys?$count=true", None)
+            .await
+            .json()["totalCount"],
+        3,
+        "the bad file imported nothing"
+    );
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("kwb-000001:{secret}1"));
+    let r = get(
+        &kw.proxy_url("/x"),
+        &[("authorization", format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (
+            r.json()["headers"]["x-auth-user"].as_str(),
+            r.json()["headers"]["x-auth-device"].as_str()
+        ),
+        (Some("user-1"), Some("device-1"))
+    );
+}

@@ -2,6 +2,7 @@
 //! change events that keep each sidecar's in-memory map current.
 
 pub mod cache;
+pub mod import;
 pub mod postgres;
 pub mod query;
 pub mod secret;
@@ -145,6 +146,15 @@ pub trait KeyStore: Send + Sync + 'static {
     fn delete(&self, id: String, expected_version: Option<i64>) -> StoreFuture<'_, ()>;
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> StoreFuture<'_, ()>;
+    /// Insert many new keys (bulk import). Stores override this to use one transaction: all or nothing.
+    fn insert_many(&self, keys: Vec<ApiKey>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            for key in keys {
+                self.insert(key).await?;
+            }
+            Ok(())
+        })
+    }
     /// A short name for logs and metrics (`sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
 }

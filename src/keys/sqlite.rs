@@ -207,6 +207,22 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    fn insert_many(&self, keys: Vec<ApiKey>) -> StoreFuture<'_, ()> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(other)?;
+            {
+                let mut stmt = tx
+                    .prepare("INSERT INTO api_keys (id, client_id, name, version, record) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .map_err(other)?;
+                for key in &keys {
+                    stmt.execute(params![key.id, key.client_id, key.name, key.version, encode(key)?]).map_err(write_error)?;
+                }
+            }
+            tx.commit().map_err(other)?;
+            Ok(())
+        })
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         self.with_conn(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
