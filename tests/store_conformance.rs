@@ -4,7 +4,10 @@
 //! PostgreSQL comes from `KEYWARD_TEST_PG_URL` (a superuser URL; each test creates its own database), e.g.
 //! `eval "$(scripts/pg-test.sh start)"`. Unset, the PostgreSQL tests fail when `CI` is set and are skipped
 //! (with a "skipped" line) otherwise.
-#![expect(clippy::unwrap_used, reason = "integration tests: a failed step should panic with its value")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed step should panic with its value"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -429,7 +432,7 @@ async fn postgres_change_feed_applies_writes_from_elsewhere_to_the_map() {
     tokio::spawn(conn);
     client
         .execute(
-            "UPDATE keyward_api_keys SET record = record || jsonb_build_object('isActive', false, '_v', version + 1) WHERE id = $1",
+            "UPDATE keyward_api_keys SET record = (record::jsonb || jsonb_build_object('isActive', false, '_v', version + 1))::json WHERE id = $1",
             &[&k.id],
         )
         .await

@@ -130,9 +130,35 @@ impl PostgresStore {
     }
 }
 
-/// Read every key as a stream, decoding as rows arrive (1 000 000 keys must load in seconds, without holding
-/// every row's text and every decoded key at once).
+/// Read every key as a stream, decoding on a blocking thread while rows still arrive (1 000 000 keys must load
+/// in seconds, and the decoding must not stall the async workers).
 pub(crate) async fn load_all(client: &tokio_postgres::Client) -> Result<Vec<ApiKey>, StoreError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(8);
+    let decoder = tokio::task::spawn_blocking(move || {
+        let mut keys = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            for text in chunk {
+                keys.push(decode(&text)?);
+            }
+        }
+        Ok::<_, StoreError>(keys)
+    });
+    let streamed = stream_records(client, tx).await;
+    let decoded = decoder
+        .await
+        .map_err(|e| StoreError::Other(format!("decode task: {e}")))?;
+    // A decode error closes the channel and so ends the stream early: report it first.
+    let keys = decoded?;
+    streamed?;
+    Ok(keys)
+}
+
+/// Send every stored record, in chunks, to `tx`.
+async fn stream_records(
+    client: &tokio_postgres::Client,
+    tx: tokio::sync::mpsc::Sender<Vec<String>>,
+) -> Result<(), StoreError> {
+    const CHUNK: usize = 2048;
     let rows = client
         .query_raw(
             "SELECT record::text FROM keyward_api_keys",
@@ -141,15 +167,20 @@ pub(crate) async fn load_all(client: &tokio_postgres::Client) -> Result<Vec<ApiK
         .await
         .map_err(map_error)?;
     let mut rows = std::pin::pin!(rows);
-    let mut keys = Vec::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
     while let Some(row) = rows.try_next().await.map_err(map_error)? {
-        keys.push(decode(row.try_get(0).map_err(map_error)?)?);
-        if keys.len() % 8192 == 0 {
-            // Decoding a million keys takes a while: let the other tasks on this worker run.
-            tokio::task::yield_now().await;
+        chunk.push(row.try_get::<_, String>(0).map_err(map_error)?);
+        if chunk.len() == CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            if tx.send(full).await.is_err() {
+                return Ok(()); // the decoder stopped on an error, which it reports
+            }
         }
     }
-    Ok(keys)
+    if !chunk.is_empty() {
+        let _ = tx.send(chunk).await;
+    }
+    Ok(())
 }
 
 /// Decode a stored record.
@@ -213,7 +244,7 @@ impl KeyStore for PostgresStore {
             let record = encode(&key)?;
             let client = self.client().await?;
             let stmt = client
-                .prepare_cached("INSERT INTO keyward_api_keys (record) VALUES ($1::text::jsonb)")
+                .prepare_cached("INSERT INTO keyward_api_keys (record) VALUES ($1::text::json)")
                 .await
                 .map_err(map_error)?;
             client.execute(&stmt, &[&record]).await.map_err(map_error)?;
@@ -227,7 +258,7 @@ impl KeyStore for PostgresStore {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
-                    "UPDATE keyward_api_keys SET record = $2::text::jsonb WHERE id = $1 AND version = $3",
+                    "UPDATE keyward_api_keys SET record = $2::text::json WHERE id = $1 AND version = $3",
                 )
                 .await
                 .map_err(map_error)?;
