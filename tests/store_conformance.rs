@@ -106,6 +106,7 @@ conformance!(
     delete_checks_the_version,
     concurrent_updates_with_the_same_version_have_one_winner,
     ping_answers,
+    insert_many_is_all_or_nothing,
 );
 
 // === fixtures ===
@@ -306,6 +307,21 @@ async fn ping_answers(store: Arc<dyn KeyStore>) {
     store.ping().await.unwrap();
 }
 
+async fn insert_many_is_all_or_nothing(store: Arc<dyn KeyStore>) {
+    let existing = key("existing");
+    store.insert(existing.clone()).await.unwrap();
+    let mut batch: Vec<ApiKey> = (0..12_000).map(|i| key(&format!("bulk-{i}"))).collect();
+    batch.push(key("existing"));
+    assert!(matches!(
+        store.insert_many(batch.clone()).await,
+        Err(StoreError::Duplicate { field: "name" })
+    ));
+    assert_eq!(store.load_all().await.unwrap().len(), 1);
+    batch.pop();
+    store.insert_many(batch).await.unwrap();
+    assert_eq!(store.load_all().await.unwrap().len(), 12_001);
+}
+
 // === PostgreSQL only ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,6 +459,10 @@ async fn postgres_change_feed_applies_writes_from_elsewhere_to_the_map() {
             .is_some_and(|e| !e.key.is_active && e.key.version == 3)
     })
     .await;
+    // A bulk import sends one reload notice, not one per row.
+    let bulk: Vec<ApiKey> = (0..3).map(|i| key(&format!("imported-{i}"))).collect();
+    other.insert_many(bulk.clone()).await.unwrap();
+    wait_for(|| bulk.iter().all(|b| cache.by_id(&b.id).is_some())).await;
     assert!(metrics.last_sync_age() < 30.0);
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), feed)

@@ -39,10 +39,13 @@ pub struct SyncTarget {
     pub write_lock: Arc<Mutex<()>>,
 }
 
-/// A notification payload, as sent by the trigger.
+/// A notification payload: `{"op":"upsert"|"delete","id","version"}` from the trigger, or `{"op":"reload"}`
+/// after a bulk import.
 #[derive(Debug, Deserialize)]
 struct Notice {
-    id: String,
+    op: String,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// Why a session ended.
@@ -190,8 +193,14 @@ impl Session {
         let mut next = Some(first);
         while let Some(payload) = next {
             match serde_json::from_str::<Notice>(&payload) {
+                Ok(Notice { id: Some(id), .. }) => {
+                    ids.insert(id);
+                }
                 Ok(n) => {
-                    ids.insert(n.id);
+                    if n.op != "reload" {
+                        tracing::warn!(op = %n.op, "Unknown store notification: reloading in full");
+                    }
+                    self.overflowed.store(true, Ordering::Release);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "Unreadable store notification: reloading in full");

@@ -313,6 +313,34 @@ impl KeyStore for PostgresStore {
         })
     }
 
+    fn insert_many(&self, keys: Vec<ApiKey>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // Rows per INSERT statement.
+            const BATCH: usize = 5_000;
+            let records = keys.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(map_error)?;
+            // One notification for the whole import (a full reload on every sidecar), not one per row.
+            tx.batch_execute("SET LOCAL keyward.bulk = 'on'")
+                .await
+                .map_err(map_error)?;
+            let stmt = tx
+                .prepare("INSERT INTO keyward_api_keys (record) SELECT unnest($1::text[])::json")
+                .await
+                .map_err(map_error)?;
+            for batch in records.chunks(BATCH) {
+                tx.execute(&stmt, &[&batch]).await.map_err(map_error)?;
+            }
+            tx.batch_execute(&format!(
+                "SELECT pg_notify('{}', '{{\"op\":\"reload\"}}')",
+                schema::CHANNEL
+            ))
+            .await
+            .map_err(map_error)?;
+            tx.commit().await.map_err(map_error)
+        })
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.client().await?;

@@ -21,7 +21,8 @@ pub const CHANNEL: &str = "keyward_keys";
 ///    reads it back without a conversion (jsonb's output function took 2.3 s of server time for 1 000 000
 ///    keys, json 1.0 s); edit it as `record = (record::jsonb || '{...}')::json`. A row trigger sends
 ///    `NOTIFY keyward_keys '{"op","id","version"}'` in the writing transaction, for Keyward's writes and
-///    hand-made ones alike; it is delivered at commit.
+///    hand-made ones alike; it is delivered at commit. A bulk import sets `keyward.bulk = on` for its
+///    transaction and sends one `{"op":"reload"}` instead of a notification per row.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE keyward_api_keys (
     record    JSON   NOT NULL,
@@ -36,6 +37,9 @@ CREATE TABLE keyward_api_keys (
 
 CREATE FUNCTION keyward_notify_key_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF current_setting('keyward.bulk', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.id <> NEW.id) THEN
         PERFORM pg_notify('keyward_keys',
             json_build_object('op', 'delete', 'id', OLD.id, 'version', OLD.version)::text);
