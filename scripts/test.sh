@@ -12,11 +12,11 @@ fi
 export KEYWARD_TEST_PYTHON="$PWD/.venv/bin/python"
 
 pg_started=""
-if [ -z "${KEYWARD_TEST_PG_URL:-}" ] && [ -x scripts/pg-test.sh ]; then
-  if env_out=$(scripts/pg-test.sh start); then
+if [ -z "${KEYWARD_TEST_PG_URL:-}" ] && [ -f scripts/pg-test.sh ]; then
+  if env_out=$(bash scripts/pg-test.sh start); then
     eval "$env_out"
     pg_started=1
-    trap 'scripts/pg-test.sh stop >/dev/null 2>&1 || true' EXIT
+    trap 'bash scripts/pg-test.sh stop >/dev/null 2>&1 || true' EXIT
   else
     echo "test.sh: no PostgreSQL server available; PostgreSQL suites will skip (they fail under CI)"
   fi

@@ -61,6 +61,14 @@ impl KeyEntry {
 // === impl Indexes ===
 
 impl Indexes {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            by_client_id: DashMap::with_capacity(n),
+            by_id: DashMap::with_capacity(n),
+            by_name: DashMap::with_capacity(n),
+        }
+    }
+
     fn upsert(&self, key: ApiKey) {
         if let Some(old) = self
             .by_id
@@ -107,7 +115,7 @@ impl KeyCache {
             ChangeEvent::Upsert(key) => self.current.load().upsert(*key),
             ChangeEvent::Delete(id) => self.current.load().delete(&id),
             ChangeEvent::Reload(keys) => {
-                let fresh = Indexes::default();
+                let fresh = Indexes::with_capacity(keys.len());
                 for key in keys {
                     fresh.upsert(key);
                 }

@@ -201,6 +201,37 @@ impl ApiKey {
     }
 }
 
+/// Decode stored JSON records, on every available core (a million keys load at start).
+pub fn decode_records(texts: &[String]) -> Result<Vec<ApiKey>, StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunk = texts.len().div_ceil(threads).max(1024);
+    let decode = |part: &[String]| -> Result<Vec<ApiKey>, StoreError> {
+        part.iter()
+            .map(|t| {
+                serde_json::from_str(t).map_err(|e| StoreError::Other(format!("decode key: {e}")))
+            })
+            .collect()
+    };
+    let parts: Vec<Result<Vec<ApiKey>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = texts
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || decode(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Other("decode thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut keys = Vec::with_capacity(texts.len());
+    for part in parts {
+        keys.extend(part?);
+    }
+    Ok(keys)
+}
+
 /// A new random key id: 24 lowercase hex characters.
 pub fn new_id() -> String {
     secret::random_hex(12)

@@ -17,6 +17,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE api_keys (
         record    TEXT NOT NULL
     ) STRICT;"];
 
+/// Rows decoded together at start.
+const DECODE_BATCH: usize = 32 * 1024;
+
 /// The SQLite key store.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -138,14 +141,17 @@ impl KeyStore for SqliteStore {
             let rows = stmt
                 .query_map([], |r| r.get::<_, String>(0))
                 .map_err(other)?;
+            // Decode in batches, so the JSON text of a million keys is never held at once.
             let mut keys = Vec::new();
+            let mut batch = Vec::with_capacity(DECODE_BATCH);
             for row in rows {
-                let text = row.map_err(other)?;
-                keys.push(
-                    serde_json::from_str(&text)
-                        .map_err(|e| StoreError::Other(format!("decode key: {e}")))?,
-                );
+                batch.push(row.map_err(other)?);
+                if batch.len() == DECODE_BATCH {
+                    keys.extend(super::decode_records(&batch)?);
+                    batch.clear();
+                }
             }
+            keys.extend(super::decode_records(&batch)?);
             Ok(keys)
         })
     }
