@@ -17,3 +17,4 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod sign;
+pub mod upstreams;

@@ -28,6 +28,8 @@ pub const STORE_UP: &str = "keyward_store_up";
 pub const STORE_RECONNECTS_TOTAL: &str = "keyward_store_reconnects_total";
 /// `keyward_store_last_sync_age_seconds`: time since the map was last known to match the store.
 pub const STORE_LAST_SYNC_AGE: &str = "keyward_store_last_sync_age_seconds";
+/// `keyward_token_fetches_total{result}`: token and CSRF fetches for registered upstreams (`ok`, `error`).
+pub const TOKEN_FETCHES_TOTAL: &str = "keyward_token_fetches_total";
 /// `keyward_build_info{version,store}`: always 1.
 pub const BUILD_INFO: &str = "keyward_build_info";
 
@@ -52,6 +54,8 @@ pub struct Metrics {
     pub store_up: IntGauge,
     /// Change-feed reconnects.
     pub store_reconnects: IntCounter,
+    /// Outbound token fetches by result.
+    pub token_fetches: IntCounterVec,
     store_last_sync_age: Gauge,
     /// Unix time in milliseconds of the last sync (see [`Metrics::mark_synced`]).
     last_sync_ms: AtomicI64,
@@ -101,6 +105,14 @@ impl Metrics {
             "Seconds since the in-memory keys were last known to match the store",
         )
         .expect("valid metric");
+        let token_fetches = IntCounterVec::new(
+            Opts::new(
+                TOKEN_FETCHES_TOTAL,
+                "Token and CSRF fetches for registered upstreams, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let keys = IntGaugeVec::new(Opts::new(KEYS, "API keys in memory by state"), &["state"])
             .expect("valid metric");
         let build = IntGaugeVec::new(
@@ -120,6 +132,7 @@ impl Metrics {
             Box::new(admin_requests.clone()),
             Box::new(store_up.clone()),
             Box::new(store_reconnects.clone()),
+            Box::new(token_fetches.clone()),
             Box::new(store_last_sync_age.clone()),
             Box::new(keys.clone()),
             Box::new(build),
@@ -137,6 +150,7 @@ impl Metrics {
             admin_requests,
             store_up,
             store_reconnects,
+            token_fetches,
             store_last_sync_age,
             // The map is loaded from the store before the metrics are created.
             last_sync_ms: AtomicI64::new(chrono::Utc::now().timestamp_millis()),

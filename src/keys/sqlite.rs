@@ -9,13 +9,26 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use super::{ApiKey, KeyStore, StoreError, StoreFuture};
 
 /// Versioned schema migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE api_keys (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE api_keys (
         id        TEXT PRIMARY KEY,
         client_id TEXT NOT NULL UNIQUE,
         name      TEXT NOT NULL UNIQUE,
         version   INTEGER NOT NULL,
         record    TEXT NOT NULL
-    ) STRICT;"];
+    ) STRICT;",
+    // 2. Registered upstreams (DESIGN.md §9); `record` is the serde form of `RegisteredUpstream`.
+    "CREATE TABLE upstreams (
+        id      TEXT PRIMARY KEY,
+        name    TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL,
+        record  TEXT NOT NULL
+    ) STRICT;",
+];
+
+/// The [`crate::upstreams::UpstreamStore`] implementation.
+#[path = "sqlite_upstreams.rs"]
+mod upstreams;
 
 /// Rows decoded together at start.
 const DECODE_BATCH: usize = 32 * 1024;

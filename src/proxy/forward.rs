@@ -39,6 +39,9 @@ pub enum UpstreamSetupError {
     /// The CA file could not be read or parsed.
     #[error("upstream.ca_file {0}: {1}")]
     CaFile(String, String),
+    /// A config-declared registered upstream cannot be used.
+    #[error("upstreams {0}: {1}")]
+    Registered(String, String),
 }
 
 // === impl Upstream ===
@@ -46,11 +49,15 @@ pub enum UpstreamSetupError {
 impl Upstream {
     /// Build the pooled client for `cfg`.
     pub fn new(cfg: &UpstreamConfig) -> Result<Self, UpstreamSetupError> {
+        Ok(Self::with_tls(cfg, client_tls(cfg)?))
+    }
+
+    /// Build the pooled client for `cfg` with a ready TLS config (registered upstreams share one).
+    pub fn with_tls(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
-        let tls = client_tls(cfg)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -64,12 +71,12 @@ impl Upstream {
             .pool_max_idle_per_host(cfg.pool_max_idle)
             .build(connector);
         let base_path = cfg.url.path().trim_end_matches('/').to_owned();
-        Ok(Self {
+        Self {
             client,
             base: cfg.url.clone(),
             base_path,
             timeout: cfg.timeout,
-        })
+        }
     }
 
     /// The upstream URI for an incoming target: the base's scheme and authority, its path prefix, then the
@@ -105,6 +112,48 @@ impl Upstream {
     }
 }
 
+/// Why an exchange failed, in words safe to show (no URL, no header, no secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No response headers within the timeout (or the connect timed out).
+    #[error("timed out")]
+    Timeout,
+    /// The connection failed or broke; the innermost cause.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Upstream {
+    /// Send a request and tell why it failed in plain words (token fetches and `verify`).
+    pub async fn exchange(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ExchangeError> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(ExchangeError::Timeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(match classify(&e) {
+                Error::UpstreamTimeout => ExchangeError::Timeout,
+                _ => ExchangeError::Failed(innermost(&e)),
+            }),
+        }
+    }
+}
+
+/// The innermost cause of an error, e.g. "Connection refused (os error 111)" or "dns error: ...".
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    let mut described = e.to_string();
+    while let Some(s) = last.source() {
+        let text = s.to_string();
+        if !text.is_empty() {
+            described = text;
+        }
+        last = s;
+    }
+    described
+}
+
 /// A connect timeout is a 504; every other failure to exchange is a 502.
 fn classify(e: &hyper_util::client::legacy::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -123,7 +172,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Error {
 }
 
 /// rustls client config: the system's roots (webpki-roots fallback is not bundled) plus an optional CA file.
-fn client_tls(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamSetupError> {
+pub fn client_tls(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {

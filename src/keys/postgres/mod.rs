@@ -7,6 +7,7 @@
 
 pub mod listen;
 pub mod schema;
+pub mod upstreams;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -202,7 +203,7 @@ pub(crate) fn map_error(e: tokio_postgres::Error) -> StoreError {
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION {
         let field = match db.constraint() {
-            Some("keyward_api_keys_name_key") => "name",
+            Some("keyward_api_keys_name_key" | "keyward_upstreams_name_key") => "name",
             Some("keyward_api_keys_client_id_key") => "clientId",
             _ => "id",
         };

@@ -11,6 +11,8 @@ pub(super) const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_6400;
 
 /// The notification channel every write notifies on.
 pub const CHANNEL: &str = "keyward_keys";
+/// The notification channel of registered upstreams.
+pub const UPSTREAMS_CHANNEL: &str = "keyward_upstreams";
 
 /// Migrations in order; migration `n` (1-based) is recorded as version `n`. Never edit one that has shipped:
 /// append a new one.
@@ -23,7 +25,9 @@ pub const CHANNEL: &str = "keyward_keys";
 ///    `NOTIFY keyward_keys '{"op","id","version"}'` in the writing transaction, for Keyward's writes and
 ///    hand-made ones alike; it is delivered at commit. A bulk import sets `keyward.bulk = on` for its
 ///    transaction and sends one `{"op":"reload"}` instead of a notification per row.
-const MIGRATIONS: &[&str] = &[r#"
+/// 2. Registered upstreams: `keyward_upstreams`, the same layout, notifying `keyward_upstreams`.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE keyward_api_keys (
     record    JSON   NOT NULL,
     id        TEXT   GENERATED ALWAYS AS (record->>'id') STORED NOT NULL,
@@ -56,7 +60,31 @@ $$;
 CREATE TRIGGER keyward_api_keys_notify
     AFTER INSERT OR UPDATE OR DELETE ON keyward_api_keys
     FOR EACH ROW EXECUTE FUNCTION keyward_notify_key_change();
-"#];
+"#,
+    // 2. Registered upstreams (DESIGN.md §9), laid out like the keys; a row trigger notifies
+    //    `keyward_upstreams`, and every sidecar reloads its (small) set of upstreams on each notice.
+    r#"
+CREATE TABLE keyward_upstreams (
+    record  JSON   NOT NULL,
+    id      TEXT   GENERATED ALWAYS AS (record->>'id') STORED NOT NULL,
+    name    TEXT   GENERATED ALWAYS AS (record->>'name') STORED NOT NULL,
+    version BIGINT GENERATED ALWAYS AS ((record->>'_v')::bigint) STORED NOT NULL,
+    CONSTRAINT keyward_upstreams_pkey PRIMARY KEY (id),
+    CONSTRAINT keyward_upstreams_name_key UNIQUE (name)
+);
+
+CREATE FUNCTION keyward_notify_upstream_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('keyward_upstreams', json_build_object('op', lower(TG_OP))::text);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER keyward_upstreams_notify
+    AFTER INSERT OR UPDATE OR DELETE ON keyward_upstreams
+    FOR EACH ROW EXECUTE FUNCTION keyward_notify_upstream_change();
+"#,
+];
 
 /// Apply every pending migration in one transaction, holding the advisory lock until it commits.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
