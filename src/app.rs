@@ -18,6 +18,7 @@ use crate::keys::{ChangeEvent, KeyStore, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyState};
 use crate::server::{Listener, tls};
+use crate::upstreams::{UpstreamRegistry, UpstreamStore};
 
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,42 @@ pub fn open_store(
     }
 }
 
+/// The upstream side of the configured store (the same database as the keys).
+fn upstream_store(
+    watch: Option<&StoreWatch>,
+    cfg: &StoreConfig,
+) -> Result<Arc<dyn UpstreamStore>, StoreError> {
+    Ok(match watch {
+        Some(StoreWatch::Sqlite(s)) => Arc::new(s.clone()),
+        Some(StoreWatch::Postgres(s)) => Arc::new(s.clone()),
+        None => match cfg {
+            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
+            StoreConfig::Postgres { url } => Arc::new(PostgresStore::open(url)?),
+        },
+    })
+}
+
+/// Load the stored upstreams and warn about routes naming an upstream that is not registered (they answer 502
+/// until it is).
+async fn load_upstreams(
+    config: &Config,
+    store: &dyn UpstreamStore,
+    registry: &UpstreamRegistry,
+) -> Result<(), StoreError> {
+    registry.reload(store.load_upstreams().await?);
+    for rule in &config.routes {
+        if let Some(name) = rule
+            .upstream
+            .as_deref()
+            .filter(|n| registry.get(n).is_none())
+        {
+            tracing::warn!(route = %rule.name, upstream = %name,
+                "Route names an upstream that is not registered: it answers 502 until the upstream is created");
+        }
+    }
+    Ok(())
+}
+
 // === impl App ===
 
 impl App {
@@ -96,6 +133,9 @@ impl App {
             Arc::clone(&auth),
             Arc::clone(&metrics),
         )?);
+        let upstream_store = upstream_store(store_watch.as_ref(), &config.store)?;
+        let upstreams = Arc::clone(proxy_state.upstreams());
+        load_upstreams(&config, upstream_store.as_ref(), &upstreams).await?;
         let admin_state = Arc::new(AdminState {
             auth,
             cache,
@@ -105,6 +145,8 @@ impl App {
             max_body: config.limits.max_admin_body,
             access_log: config.log.access_log,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            upstreams,
+            upstream_store,
         });
         let proxy_tls = config
             .proxy
@@ -164,6 +206,14 @@ impl App {
             grace,
         ));
         let state = Arc::clone(&self.admin_state);
+        let upstream_feed = match &self.store_watch {
+            Some(StoreWatch::Postgres(store)) => Some(tokio::spawn(postgres::upstreams::run_feed(
+                store.clone(),
+                Arc::clone(&state.upstreams),
+                rx.clone(),
+            ))),
+            _ => None,
+        };
         let watcher = self.store_watch.map(|watch| match watch {
             StoreWatch::Sqlite(store) => tokio::spawn(watch_sqlite(store, state, rx)),
             StoreWatch::Postgres(store) => {
@@ -184,6 +234,9 @@ impl App {
         let _ = tokio::join!(proxy_task, admin_task);
         if let Some(w) = watcher {
             w.abort();
+        }
+        if let Some(f) = upstream_feed {
+            f.abort();
         }
     }
 }
@@ -215,6 +268,12 @@ async fn watch_sqlite(store: SqliteStore, state: Arc<AdminState>, mut stop: watc
                 );
                 state.cache.apply(ChangeEvent::Reload(keys));
                 last = Some(now);
+                match store.load_upstreams().await {
+                    Ok(upstreams) => state.upstreams.reload(upstreams),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Upstream reload after an external store change failed")
+                    }
+                }
             }
             Err(e) => tracing::warn!(error = %e, "Reload after an external store change failed"),
         }

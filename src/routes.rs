@@ -38,6 +38,8 @@ pub struct Rule {
     pub auth: AuthMode,
     /// Claims required (all).
     pub require: Vec<Claim>,
+    /// The registered upstream to forward to (by name); `None` = the default upstream.
+    pub upstream: Option<String>,
 }
 
 /// The routes plus the default.
@@ -87,6 +89,7 @@ mod tests {
             methods,
             auth: AuthMode::Required,
             require: vec![],
+            upstream: None,
         }
     }
 

@@ -71,9 +71,9 @@ pub async fn dispatch(
                 .unwrap_or_default();
             rotate(state, &id, input).await
         }
-        Endpoint::Metrics | Endpoint::Healthz | Endpoint::Readyz => Err(Error::Internal(
-            "open endpoint dispatched as /apikeys".into(),
-        )),
+        Endpoint::Metrics | Endpoint::Healthz | Endpoint::Readyz | Endpoint::Upstream(_) => {
+            Err(Error::Internal("endpoint dispatched as /apikeys".into()))
+        }
     }
 }
 

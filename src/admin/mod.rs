@@ -4,6 +4,7 @@
 
 pub mod apikeys;
 pub mod health;
+pub mod upstreams;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,10 @@ pub struct AdminState {
     pub access_log: bool,
     /// Serializes writes with full reloads, so a reload never drops a change made while it read the store.
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The registered upstreams (shared with the proxy).
+    pub upstreams: Arc<crate::upstreams::UpstreamRegistry>,
+    /// Where registered upstreams are persisted.
+    pub upstream_store: Arc<dyn crate::upstreams::UpstreamStore>,
 }
 
 /// Every admin endpoint.
@@ -63,6 +68,8 @@ pub enum Endpoint {
     RevokeKey(String),
     /// `POST /apikeys/{id}/rotate`
     RotateKey(String),
+    /// `/upstreams...`
+    Upstream(upstreams::UpstreamCall),
     /// `GET /metrics`
     Metrics,
     /// `GET /healthz`
@@ -98,6 +105,9 @@ impl Endpoint {
             (["apikeys", k], &Method::DELETE) => Self::DeleteKey(id(k)),
             (["apikeys", k, "revoke"], &Method::PUT) => Self::RevokeKey(id(k)),
             (["apikeys", k, "rotate"], &Method::POST) => Self::RotateKey(id(k)),
+            (["upstreams", rest @ ..], _) => {
+                Self::Upstream(upstreams::UpstreamCall::parse(method, rest, id)?)
+            }
             (["metrics"], &Method::GET) => Self::Metrics,
             (["healthz"], &Method::GET) => Self::Healthz,
             (["readyz"], &Method::GET) => Self::Readyz,
@@ -122,6 +132,7 @@ impl Endpoint {
             Self::CreateKey | Self::PutKey(_) => Some(Claim::from_static("ApiKeyCreate")),
             Self::DeleteKey(_) | Self::RevokeKey(_) => Some(Claim::from_static("ApiKeyDelete")),
             Self::RotateKey(_) => Some(Claim::from_static("ApiKeyUpdate")),
+            Self::Upstream(call) => Some(call.right()),
             Self::Metrics | Self::Healthz | Self::Readyz => None,
         }
     }
@@ -136,6 +147,7 @@ impl Endpoint {
             Self::DeleteKey(_) => "delete_key",
             Self::RevokeKey(_) => "revoke_key",
             Self::RotateKey(_) => "rotate_key",
+            Self::Upstream(call) => call.label(),
             Self::Metrics => "metrics",
             Self::Healthz => "healthz",
             Self::Readyz => "readyz",
@@ -228,7 +240,10 @@ async fn route(
     if !matches!(endpoint, Endpoint::PutKey(_)) {
         caller.require(&right)?;
     }
-    apikeys::dispatch(state, &caller, endpoint, req).await
+    match endpoint {
+        Endpoint::Upstream(call) => upstreams::dispatch(state, call, req).await,
+        _ => apikeys::dispatch(state, &caller, endpoint, req).await,
+    }
 }
 
 /// The bootstrap token, or a bearer key.

@@ -27,6 +27,9 @@ pub struct FileConfig {
     pub default_route: RouteSection,
     /// Routes, first match wins.
     pub routes: Vec<RouteSection>,
+    /// Registered upstreams declared here (`[[upstreams]]`, read-only through the admin API); the fields of
+    /// `docs/upstreams.md` in snake_case. Validated in [`super::Config::from_file`].
+    pub upstreams: Vec<toml::Table>,
     /// Time to finish in-flight requests after SIGTERM. Default `"30s"`.
     pub shutdown_grace: String,
 }
@@ -161,6 +164,8 @@ pub struct RouteSection {
     pub auth: String,
     /// Claims a key must hold, all of them.
     pub require: Vec<String>,
+    /// The registered upstream this route forwards to (its name); empty = the default `[upstream]`.
+    pub upstream: String,
 }
 
 // === defaults ===
@@ -254,6 +259,7 @@ impl Default for RouteSection {
             methods: Vec::new(),
             auth: "required".into(),
             require: Vec::new(),
+            upstream: String::new(),
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Config {
     pub default_route: Rule,
     /// Drain time after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Registered upstreams declared in the file (`[[upstreams]]`).
+    pub upstreams: Vec<crate::upstreams::RegisteredUpstream>,
 }
 
 /// A listener's TLS files.
@@ -280,6 +282,7 @@ impl Config {
             .map(|(i, r)| v.rule(&format!("routes[{i}]"), r, false))
             .collect();
         let default_route = v.rule("default_route", &f.default_route, true);
+        let upstreams = v.upstreams(&f.upstreams);
         let shutdown_grace = v.duration(
             "shutdown_grace",
             if f.shutdown_grace.is_empty() {
@@ -302,6 +305,7 @@ impl Config {
             routes,
             default_route,
             shutdown_grace,
+            upstreams,
         })
     }
 }
@@ -465,13 +469,62 @@ impl Validator {
         } else {
             r.path.clone()
         };
+        let upstream = (!r.upstream.is_empty()).then(|| r.upstream.clone());
+        if upstream
+            .as_deref()
+            .is_some_and(|u| !crate::upstreams::input::is_name(u))
+        {
+            self.problem(format!(
+                "{field}.upstream: {:?} is not an upstream name (A-Z a-z 0-9 . _ -)",
+                r.upstream
+            ));
+        }
         Rule {
             name,
             path,
             methods,
             auth,
             require,
+            upstream,
         }
+    }
+
+    /// `[[upstreams]]`: the admin API's validation, on snake_case keys, every problem named by its field.
+    fn upstreams(&mut self, tables: &[toml::Table]) -> Vec<crate::upstreams::RegisteredUpstream> {
+        use crate::upstreams::input::{UpstreamInput, camel_keys};
+        let mut out: Vec<crate::upstreams::RegisteredUpstream> = Vec::new();
+        for (i, table) in tables.iter().enumerate() {
+            let json = camel_keys(toml::Value::Table(table.clone()));
+            let input: UpstreamInput = match serde_json::from_value(json) {
+                Ok(input) => input,
+                Err(e) => {
+                    self.problem(format!("upstreams[{i}]: {e}"));
+                    continue;
+                }
+            };
+            let fields = match input.validate(None) {
+                Ok(f) => f,
+                Err(problems) => {
+                    for p in problems {
+                        self.problem(format!("upstreams[{i}].{}: {}", p.path, p.description));
+                    }
+                    continue;
+                }
+            };
+            if out.iter().any(|u| u.name == fields.name) {
+                self.problem(format!(
+                    "upstreams[{i}].name: {:?} is declared twice",
+                    fields.name
+                ));
+                continue;
+            }
+            out.push(crate::upstreams::RegisteredUpstream::from_fields(
+                crate::upstreams::config_id(&fields.name),
+                fields,
+                chrono::DateTime::UNIX_EPOCH,
+            ));
+        }
+        out
     }
 }
 

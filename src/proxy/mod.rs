@@ -15,10 +15,12 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Authenticated, Authenticator, BodyCheck, Principal, RequestView};
 use crate::config::{Config, Limits, ProxyConfig, Scheme};
-use crate::error::{AuthFailure, Error};
+use crate::error::{AuthFailure, Error, Problem};
 use crate::metrics::{self, Metrics};
 use crate::routes::{AuthMode, RouteTable, Rule};
 use crate::server::ConnInfo;
+use crate::upstreams::UpstreamRegistry;
+use crate::upstreams::credentials::Token;
 use forward::{BoxError, ProxyBody, Upstream};
 use headers::ContextHeaders;
 
@@ -27,6 +29,7 @@ pub struct ProxyState {
     auth: Arc<Authenticator>,
     routes: RouteTable,
     upstream: Upstream,
+    registry: Arc<UpstreamRegistry>,
     context: ContextHeaders,
     cfg: ProxyConfig,
     limits: Limits,
@@ -61,12 +64,37 @@ impl ProxyState {
             auth,
             routes: RouteTable::new(cfg.routes.clone(), cfg.default_route.clone()),
             upstream: Upstream::new(&cfg.upstream)?,
+            registry: Arc::new(UpstreamRegistry::new(
+                cfg.upstreams.clone(),
+                &cfg.upstream,
+                Arc::clone(&metrics),
+            )?),
             context: ContextHeaders::new(&cfg.proxy.context_prefix),
             cfg: cfg.proxy.clone(),
             limits: cfg.limits.clone(),
             metrics,
             access_log: cfg.log.access_log,
         })
+    }
+}
+
+impl ProxyState {
+    /// The registered upstreams (shared with the admin API).
+    pub fn upstreams(&self) -> &Arc<UpstreamRegistry> {
+        &self.registry
+    }
+}
+
+/// What the pipeline fails with: an [`Error`], or a 502 about a registered upstream whose message is public
+/// (an unknown or inactive upstream, a failed token fetch: never a secret).
+enum Failure {
+    Error(Error),
+    Gateway(Problem),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Error(e)
     }
 }
 
@@ -87,7 +115,13 @@ pub async fn handle(
     let result = pipeline(&state, conn, req, &request_id, &mut trace).await;
     let mut response = match result {
         Ok(r) => r,
-        Err(e) => {
+        Err(Failure::Gateway(problem)) => {
+            trace.reason = "upstream_credentials";
+            tracing::warn!(request_id = ?request_id, route = trace.route, error = %problem.description,
+                "Registered upstream failed");
+            gateway_response(&problem)
+        }
+        Err(Failure::Error(e)) => {
             if let Error::Unauthenticated(f) = &e {
                 trace.reason = f.reason;
                 state
@@ -153,10 +187,10 @@ async fn pipeline<'s>(
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
-) -> Result<Response<ProxyBody>, Error> {
+) -> Result<Response<ProxyBody>, Failure> {
     let declared = content_length(&req)?;
     if declared.is_some_and(|n| n > state.limits.max_body) {
-        return Err(Error::PayloadTooLarge(state.limits.max_body));
+        return Err(Error::PayloadTooLarge(state.limits.max_body).into());
     }
     let rule = state.routes.find(req.method(), req.uri().path());
     trace.route = &rule.name;
@@ -185,11 +219,28 @@ async fn pipeline<'s>(
         request_id,
         upgrade,
     );
+    let registered = match &rule.upstream {
+        Some(name) => Some(registered(state, name)?),
+        None => None,
+    };
     let mut upstream_req = Request::from_parts(parts, body);
-    *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
+    let used = match &registered {
+        Some(entry) => inject(state, entry, &mut upstream_req).await?,
+        None => {
+            *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
+            None
+        }
+    };
     *upstream_req.version_mut() = http::Version::HTTP_11;
+    let client = registered.as_ref().map_or(&state.upstream, |e| &e.client);
     let sent = Instant::now();
-    let mut response = state.upstream.send(upstream_req).await?;
+    let mut response = client.send(upstream_req).await?;
+    if let (Some(entry), Some(token)) = (&registered, &used) {
+        if response.status() == http::StatusCode::UNAUTHORIZED {
+            // The upstream refused the token (revoked early, rotated): the next request fetches a new one.
+            entry.credentials.retire(token);
+        }
+    }
     state
         .metrics
         .upstream_duration
@@ -201,6 +252,75 @@ async fn pipeline<'s>(
         tunnel(client, hyper::upgrade::on(&mut response));
     }
     Ok(finish_response(response))
+}
+
+/// The route's registered upstream, active.
+fn registered(
+    state: &ProxyState,
+    name: &str,
+) -> Result<Arc<crate::upstreams::registry::Entry>, Failure> {
+    let gateway = |description: String| {
+        Failure::Gateway(Problem::new(
+            http::StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "upstream",
+            description,
+        ))
+    };
+    let Some(entry) = state.registry.get(name) else {
+        return Err(gateway(format!(
+            "the route's upstream {name:?} is not registered"
+        )));
+    };
+    if !entry.upstream.is_active {
+        return Err(gateway(format!("the upstream {name:?} is not active")));
+    }
+    Ok(entry)
+}
+
+/// Point the request at a registered upstream and inject its credentials and extra parameters, replacing what
+/// the client sent in those places. Returns the token used, if any.
+async fn inject(
+    state: &ProxyState,
+    entry: &crate::upstreams::registry::Entry,
+    req: &mut Request<ProxyBody>,
+) -> Result<Option<Arc<Token>>, Failure> {
+    let (injection, used) = entry
+        .credentials
+        .injection(&entry.client, &state.metrics)
+        .await
+        .map_err(|e| {
+            Failure::Gateway(Problem::new(
+                http::StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "upstream",
+                format!(
+                    "the credentials for upstream {:?} could not be obtained: {e}",
+                    entry.upstream.name
+                ),
+            ))
+        })?;
+    *req.uri_mut() = entry.target(req.uri(), &injection)?;
+    entry.set_headers(req.headers_mut(), &injection);
+    Ok(used)
+}
+
+/// A 502 in the `{code, message, stack}` shape with a public description.
+fn gateway_response(problem: &Problem) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "code": 502,
+        "message": "bad gateway",
+        "stack": [problem],
+    });
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = http::StatusCode::BAD_GATEWAY;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    forward::boxed(r)
 }
 
 /// Route auth mode, authentication, and claims.

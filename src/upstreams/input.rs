@@ -345,7 +345,10 @@ impl AuthObject<'_> {
         let unknown: Vec<String> = self
             .map
             .keys()
-            .filter(|k| k.as_str() != "type" && !allowed.contains(&k.as_str()))
+            // `secretSet` is what GET shows in place of the secrets: accepted back and ignored.
+            .filter(|k| {
+                !["type", "secretSet"].contains(&k.as_str()) && !allowed.contains(&k.as_str())
+            })
             .cloned()
             .collect();
         for k in unknown {

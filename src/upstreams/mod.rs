@@ -238,6 +238,27 @@ impl OutboundAuth {
 // === impl RegisteredUpstream ===
 
 impl RegisteredUpstream {
+    /// A version-1 upstream from validated fields.
+    pub fn from_fields(id: String, f: input::Fields, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            name: f.name,
+            description: f.description,
+            url: f.url,
+            sandbox_url: f.sandbox_url,
+            use_sandbox: f.use_sandbox,
+            is_active: f.is_active,
+            connect_timeout_ms: f.connect_timeout_ms,
+            timeout_ms: f.timeout_ms,
+            header_params: f.header_params,
+            auth: f.auth,
+            verify_path: f.verify_path,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
     /// The base URL requests go to: the sandbox while `use_sandbox` is set.
     pub fn base_url(&self) -> &str {
         match (&self.sandbox_url, self.use_sandbox) {
