@@ -123,6 +123,10 @@ struct SignArgs {
     /// Print the headers to add instead of sending.
     #[arg(long)]
     print_headers: bool,
+    /// With --print-headers: print this many distinct signed requests, one per line, `Name: value` pairs
+    /// separated by TABs, each with its own `X-Request-Nonce` (signed by NWS4), for load generators.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
     /// The absolute URL.
     url: String,
 }
@@ -317,6 +321,49 @@ async fn create_key(config: &Config, args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--count N --print-headers`: N distinct signed requests, one per line, TAB-separated headers.
+fn print_many(
+    args: &SignArgs,
+    method: &http::Method,
+    url: &http::Uri,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let authority = url
+        .authority()
+        .context("the URL needs a host")?
+        .as_str()
+        .to_owned();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for i in 0..args.count {
+        let mut request_headers = headers.to_vec();
+        request_headers.push(("Host".to_owned(), authority.clone()));
+        request_headers.push(("X-Request-Nonce".to_owned(), i.to_string()));
+        let added = sign_headers(
+            args.scheme,
+            method,
+            url,
+            &request_headers,
+            body,
+            &args.key_id,
+            &args.secret,
+        )?;
+        let line: Vec<String> = request_headers
+            .iter()
+            .chain(
+                added
+                    .iter()
+                    .filter(|(k, _)| !k.eq_ignore_ascii_case("host")),
+            )
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        writeln!(out, "{}", line.join("\t"))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 async fn import_keys(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let text =
@@ -370,6 +417,9 @@ async fn sign(args: SignArgs) -> anyhow::Result<()> {
             .split_once(':')
             .with_context(|| format!("header {h:?} is not `Name: value`"))?;
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    if args.print_headers && args.count > 1 {
+        return print_many(&args, &method, &url, &headers, &body);
     }
     let added = sign_headers(
         args.scheme,
