@@ -812,7 +812,7 @@ async fn an_upstream_created_on_one_sidecar_is_used_by_another() {
         let config = base_config(
             dir.path(),
             echo,
-            &format!("[[routes]]\npath = \"/pay/\"\nauth = \"none\"\nupstream = \"pay\"\n"),
+            "[[routes]]\npath = \"/pay/\"\nauth = \"none\"\nupstream = \"pay\"\n",
         )
         .replace(
             "[store]\n",

@@ -604,7 +604,11 @@ pub fn camel_keys(value: toml::Value) -> Value {
     match value {
         toml::Value::Table(t) => Value::Object(
             t.into_iter()
-                .map(|(k, v)| (camel(&k), camel_keys(v)))
+                .map(|(k, v)| match k.as_str() {
+                    // Token request parameter names are sent as written.
+                    "token_params" | "tokenParams" => (camel(&k), verbatim(v)),
+                    _ => (camel(&k), camel_keys(v)),
+                })
                 .collect(),
         ),
         toml::Value::Array(a) => Value::Array(a.into_iter().map(camel_keys).collect()),
@@ -613,6 +617,16 @@ pub fn camel_keys(value: toml::Value) -> Value {
         toml::Value::Float(f) => Value::from(f),
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
+    }
+}
+
+/// A TOML value as JSON with its keys unchanged.
+fn verbatim(value: toml::Value) -> Value {
+    match value {
+        toml::Value::Table(t) => {
+            Value::Object(t.into_iter().map(|(k, v)| (k, verbatim(v))).collect())
+        }
+        other => camel_keys(other),
     }
 }
 
@@ -684,11 +698,13 @@ mod tests {
 
     #[test]
     fn config_keys_become_camel_case() {
-        let t: toml::Value =
-            toml::from_str("sandbox_url = \"x\"\n[auth]\ntoken_url = \"y\"\n").unwrap();
+        let t: toml::Value = toml::from_str(
+            "sandbox_url = \"x\"\n[auth]\ntoken_url = \"y\"\ntoken_params = { resource_id = \"r\" }\n",
+        )
+        .unwrap();
         assert_eq!(
             camel_keys(t),
-            json!({"sandboxUrl": "x", "auth": {"tokenUrl": "y"}})
+            json!({"sandboxUrl": "x", "auth": {"tokenUrl": "y", "tokenParams": {"resource_id": "r"}}})
         );
     }
 }
