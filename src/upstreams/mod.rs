@@ -7,6 +7,7 @@
 //! accept; [`registry`] holds the live set in memory; [`credentials`] injects and fetches credentials (token
 //! cache with single flight); [`probe`] is the verify call.
 
+mod auth_input;
 pub mod credentials;
 pub mod input;
 pub mod probe;
