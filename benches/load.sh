@@ -63,7 +63,7 @@ level = "warn"
 access_log = false
 TOML
 
-CMD="$BIN keys import \$BENCH_KEYS_TSV --config $BENCH_WORK/kw/bench.toml >&2 && KEYWARD_UPSTREAM__URL=http://\$BENCH_UPSTREAM exec $BIN serve --config $BENCH_WORK/kw/bench.toml"
+CMD="bash -c 'export KEYWARD_CONFIG=$BENCH_WORK/kw/bench.toml; $BIN keys import \$BENCH_KEYS_TSV >&2 && KEYWARD_UPSTREAM__URL=http://\$BENCH_UPSTREAM exec $BIN serve'"
 NGINX_PLAIN_PORT=$(( ${BENCH_PORT_BASE:-18080} + 1 ))
 exec bash "$HARNESS_DIR/run.sh" \
   --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" \

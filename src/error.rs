@@ -83,6 +83,9 @@ pub enum Error {
     /// 502: the upstream could not be reached or broke the exchange.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    /// 502 with a public reason about a registered upstream (unknown, inactive, its token fetch failed).
+    #[error("bad gateway: {}", .0.description)]
+    BadGateway(Problem),
     /// 504: the upstream did not answer in time.
     #[error("upstream timeout")]
     UpstreamTimeout,
@@ -192,6 +195,16 @@ impl Error {
         ))
     }
 
+    /// A 502 about a registered upstream, with a public description.
+    pub fn bad_gateway(description: impl Into<String>) -> Self {
+        Self::BadGateway(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "upstream",
+            description,
+        ))
+    }
+
     /// A 409 on a field.
     pub fn conflict(path: &str, description: impl Into<String>) -> Self {
         Self::Conflict(Problem::new(
@@ -215,7 +228,7 @@ impl Error {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnreachable(_) | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -236,6 +249,7 @@ impl Error {
             Self::PreconditionRequired(_) => "precondition required",
             Self::HeadersTooLarge => "request header fields too large",
             Self::UpstreamUnreachable(_) => "upstream unreachable",
+            Self::BadGateway(_) => "bad gateway",
             Self::UpstreamTimeout => "upstream timeout",
             Self::Unavailable(_) => "service unavailable",
             Self::Internal(_) => "internal error",
@@ -250,9 +264,10 @@ impl Error {
         };
         match self {
             Self::BadRequest(problems) => problems.clone(),
-            Self::NotFound(p) | Self::Conflict(p) | Self::PreconditionRequired(p) => {
-                vec![p.clone()]
-            }
+            Self::NotFound(p)
+            | Self::Conflict(p)
+            | Self::PreconditionRequired(p)
+            | Self::BadGateway(p) => vec![p.clone()],
             Self::PayloadTooLarge(limit) => one(
                 "too_large",
                 "body",

@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use keyward::app::{App, open_store};
 use keyward::config::{Config, ConfigErrors};
 use keyward::keys::view::{ApiKeyInput, ApiKeyView};
-use keyward::keys::{ApiKey, new_client_id, new_id, secret::Secret};
 use keyward::sign::{SignScheme, sign_headers};
 
 /// Exit code for a bad configuration (EX_USAGE from sysexits.h).
@@ -290,26 +289,7 @@ async fn create_key(config: &Config, args: CreateArgs) -> anyhow::Result<()> {
                 .join("; ")
         )
     })?;
-    let now = Utc::now();
-    let key = ApiKey {
-        id: new_id(),
-        client_id: new_client_id(),
-        client_secret: Secret::generate(),
-        previous_secret: None,
-        name: v.name,
-        description: v.description,
-        user_name: v.user_name,
-        device_name: v.device_name,
-        permissions: v.permissions,
-        schemes: v.schemes,
-        is_active: v.is_active,
-        revoked: false,
-        revoked_at: None,
-        expires_at: v.expires_at,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    };
+    let key = v.into_new_key(None, Utc::now());
     store.insert(key.clone()).await.context("saving the key")?;
     println!(
         "{}",

@@ -4,20 +4,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminState, Caller, Endpoint, json, read_json};
-use crate::error::{Error, Problem};
+use super::{AdminState, Caller, Endpoint, Resource, if_match, json, read_json, required_version};
+use crate::error::Error;
 use crate::keys::cache::KeyEntry;
 use crate::keys::query::ListQuery;
 use crate::keys::secret::Secret;
-use crate::keys::view::{ApiKeyInput, ApiKeyView, ValidInput};
-use crate::keys::{ApiKey, ChangeEvent, PreviousSecret, StoreError, new_client_id, new_id};
+use crate::keys::view::{ApiKeyInput, ApiKeyView};
+use crate::keys::{ApiKey, ChangeEvent, PreviousSecret};
 use crate::policy::{Claim, authorize};
 use crate::proxy::forward::ProxyBody;
+
+/// How keys are named in the shared admin messages.
+const KEY: Resource = Resource {
+    noun: "key",
+    not_found: "api key not found",
+};
 
 /// Longest rotation grace period.
 const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -144,49 +150,18 @@ async fn create(
 ) -> Result<Response<ProxyBody>, Error> {
     let v = input.validate(true).map_err(Error::BadRequest)?;
     check_escalation(caller, &v.permissions)?;
-    let now = Utc::now();
-    let key = ApiKey {
-        id: id.unwrap_or_else(new_id),
-        client_id: v.client_id.clone().unwrap_or_else(new_client_id),
-        client_secret: v.client_secret.clone().unwrap_or_else(Secret::generate),
-        previous_secret: None,
-        revoked: false,
-        revoked_at: None,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        ..apply_input(v, now)
-    };
-    state.store.insert(key.clone()).await.map_err(store_error)?;
+    let key = v.into_new_key(id, Utc::now());
+    state
+        .store
+        .insert(key.clone())
+        .await
+        .map_err(|e| KEY.store_error(e))?;
     let mut response = json(StatusCode::CREATED, &ApiKeyView::with_secret(&key))?;
     if let Ok(location) = HeaderValue::from_str(&format!("/apikeys/{}", key.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     state.cache.apply(ChangeEvent::Upsert(Box::new(key)));
     Ok(response)
-}
-
-/// The client-settable fields of a key; the server-set ones are filled by the caller.
-fn apply_input(v: ValidInput, now: DateTime<Utc>) -> ApiKey {
-    ApiKey {
-        id: String::new(),
-        client_id: String::new(),
-        client_secret: Secret::new(String::new()),
-        previous_secret: None,
-        name: v.name,
-        description: v.description,
-        user_name: v.user_name,
-        device_name: v.device_name,
-        permissions: v.permissions,
-        schemes: v.schemes,
-        is_active: v.is_active,
-        revoked: false,
-        revoked_at: None,
-        expires_at: v.expires_at,
-        created_at: now,
-        updated_at: now,
-        version: 0,
-    }
 }
 
 async fn put(
@@ -215,17 +190,10 @@ async fn put(
         }
         return create(state, caller, input, Some(id.to_owned())).await;
     };
-    let expected = input.version.or(header_version).ok_or_else(|| {
-        Error::PreconditionRequired(Problem::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "version_required",
-            "_v",
-            "send the version you read as _v or If-Match",
-        ))
-    })?;
+    let expected = required_version(input.version, header_version)?;
     let old = &existing.key;
     if expected != old.version {
-        return Err(stale(expected));
+        return Err(KEY.stale(expected));
     }
     if input
         .client_id
@@ -236,18 +204,7 @@ async fn put(
     }
     let v = input.validate(false).map_err(Error::BadRequest)?;
     check_escalation(caller, &v.permissions)?;
-    let now = Utc::now();
-    let key = ApiKey {
-        id: old.id.clone(),
-        client_id: old.client_id.clone(),
-        client_secret: old.client_secret.clone(),
-        previous_secret: old.previous_secret.clone(),
-        revoked: old.revoked,
-        revoked_at: old.revoked_at,
-        created_at: old.created_at,
-        version: old.version + 1,
-        ..apply_input(v, now)
-    };
+    let key = v.apply_to(Some(old), Utc::now());
     save(state, key, expected, StatusCode::OK, false).await
 }
 
@@ -258,13 +215,13 @@ async fn delete(
 ) -> Result<Response<ProxyBody>, Error> {
     let existing = find(state, id)?;
     if let Some(v) = expected.filter(|v| *v != existing.key.version) {
-        return Err(stale(v));
+        return Err(KEY.stale(v));
     }
     state
         .store
         .delete(existing.key.id.clone(), expected)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| KEY.store_error(e))?;
     state
         .cache
         .apply(ChangeEvent::Delete(existing.key.id.clone()));
@@ -354,7 +311,7 @@ async fn save(
         .store
         .update(key.clone(), expected)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| KEY.store_error(e))?;
     let response = if with_secret {
         json(status, &ApiKeyView::with_secret(&key))
     } else {
@@ -364,42 +321,6 @@ async fn save(
     Ok(response)
 }
 
-fn stale(expected: i64) -> Error {
-    Error::conflict(
-        "_v",
-        format!("version {expected} is stale: the key has changed; read it again"),
-    )
-}
-
-/// `If-Match: "<_v>"` (quotes optional); absent is `None`; anything else is a 400.
-fn if_match(headers: &http::HeaderMap) -> Result<Option<i64>, Error> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or("").trim();
-    text.trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| Error::invalid("If-Match", "If-Match must be the key's version, e.g. \"3\""))
-}
-
 fn is_key_id(id: &str) -> bool {
     id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn store_error(e: StoreError) -> Error {
-    match e {
-        StoreError::NotFound => Error::not_found("id", "api key not found"),
-        StoreError::VersionConflict { expected } => stale(expected),
-        StoreError::Duplicate { field } => {
-            Error::conflict(field, format!("{field} is already used by another key"))
-        }
-        StoreError::Unavailable(detail) => {
-            tracing::warn!(error = %detail, "Store unavailable for an admin write");
-            Error::Unavailable(
-                "the key store is unavailable; the change was not made, try again".into(),
-            )
-        }
-        StoreError::Other(detail) => Error::Internal(detail),
-    }
 }

@@ -17,10 +17,10 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::auth::Authenticator;
-use crate::error::{AuthFailure, Error};
-use crate::keys::KeyStore;
+use crate::error::{AuthFailure, Error, Problem};
 use crate::keys::cache::KeyCache;
 use crate::keys::secret::Secret;
+use crate::keys::{KeyStore, StoreError};
 use crate::metrics::{self, Metrics};
 use crate::policy::{Claim, ClaimSet};
 use crate::proxy::forward::ProxyBody;
@@ -295,6 +295,80 @@ fn authenticate(state: &AdminState, headers: &http::HeaderMap) -> Result<Caller,
     Ok(Caller {
         claims: principal.entry.claims.clone(),
         key_id: Some(principal.entry.key.id.clone()),
+    })
+}
+
+/// How a versioned admin resource is named in its messages; holds the `_v` rules both resources share.
+#[derive(Clone, Copy, Debug)]
+pub struct Resource {
+    /// `key`, `upstream`.
+    pub noun: &'static str,
+    /// The 404 description, e.g. `api key not found`.
+    pub not_found: &'static str,
+}
+
+// === impl Resource ===
+
+impl Resource {
+    /// 409 for a version that is no longer current.
+    pub fn stale(self, expected: i64) -> Error {
+        Error::conflict(
+            "_v",
+            format!(
+                "version {expected} is stale: the {} has changed; read it again",
+                self.noun
+            ),
+        )
+    }
+
+    /// 404 for this resource.
+    pub fn not_found(self) -> Error {
+        Error::not_found("id", self.not_found)
+    }
+
+    /// A store failure as the admin API answers it.
+    pub fn store_error(self, e: StoreError) -> Error {
+        match e {
+            StoreError::NotFound => self.not_found(),
+            StoreError::VersionConflict { expected } => self.stale(expected),
+            StoreError::Duplicate { field } => Error::conflict(
+                field,
+                format!("{field} is already used by another {}", self.noun),
+            ),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, resource = self.noun, "Store unavailable for an admin write");
+                Error::Unavailable(
+                    "the store is unavailable; the change was not made, try again".into(),
+                )
+            }
+            StoreError::Other(detail) => Error::Internal(detail),
+        }
+    }
+}
+
+/// `If-Match: "<_v>"` (quotes optional); absent is `None`; anything else is a 400.
+pub fn if_match(headers: &http::HeaderMap) -> Result<Option<i64>, Error> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    text.trim_matches('"').parse().map(Some).map_err(|_| {
+        Error::invalid(
+            "If-Match",
+            "If-Match must be the version you read, e.g. \"3\"",
+        )
+    })
+}
+
+/// The version an update claims to change: the body's `_v`, else `If-Match`; neither is a 428.
+pub fn required_version(body: Option<i64>, header: Option<i64>) -> Result<i64, Error> {
+    body.or(header).ok_or_else(|| {
+        Error::PreconditionRequired(Problem::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "version_required",
+            "_v",
+            "send the version you read as _v or If-Match",
+        ))
     })
 }
 

@@ -11,15 +11,21 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AdminState, json, read_json};
+use super::{AdminState, Resource, if_match, json, read_json, required_version};
 use crate::error::{Error, Problem};
-use crate::keys::{StoreError, new_id};
+use crate::keys::new_id;
 use crate::policy::Claim;
 use crate::proxy::forward::ProxyBody;
 use crate::upstreams::input::{self, UpstreamInput};
 use crate::upstreams::registry::Entry;
 use crate::upstreams::view::UpstreamView;
 use crate::upstreams::{RegisteredUpstream, Source, probe};
+
+/// How upstreams are named in the shared admin messages.
+const UPSTREAM: Resource = Resource {
+    noun: "upstream",
+    not_found: "upstream not found",
+};
 
 /// Default `$take`.
 const DEFAULT_TAKE: usize = 100;
@@ -305,7 +311,7 @@ async fn create(state: &AdminState, req: Request<Incoming>) -> Result<Response<P
         .upstream_store
         .insert_upstream(upstream)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| UPSTREAM.store_error(e))?;
     let mut response = json(
         StatusCode::CREATED,
         &UpstreamView::new(&entry.upstream, Source::Store),
@@ -326,17 +332,10 @@ async fn put(
     let existing = find(state, id)?;
     read_only(&existing)?;
     let input = body(state, req).await?;
-    let expected = input.version.or(header_version).ok_or_else(|| {
-        Error::PreconditionRequired(Problem::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "version_required",
-            "_v",
-            "send the version you read as _v or If-Match",
-        ))
-    })?;
+    let expected = required_version(input.version, header_version)?;
     let old = &existing.upstream;
     if expected != old.version {
-        return Err(stale(expected));
+        return Err(UPSTREAM.stale(expected));
     }
     let fields = input.validate(Some(&old.auth)).map_err(Error::BadRequest)?;
     check_name(state, &fields.name, Some(&old.id))?;
@@ -353,7 +352,7 @@ async fn put(
         .upstream_store
         .update_upstream(upstream, expected)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| UPSTREAM.store_error(e))?;
     let response = json(
         StatusCode::OK,
         &UpstreamView::new(&entry.upstream, Source::Store),
@@ -370,13 +369,13 @@ async fn delete(
     let existing = find(state, id)?;
     read_only(&existing)?;
     if let Some(v) = expected.filter(|v| *v != existing.upstream.version) {
-        return Err(stale(v));
+        return Err(UPSTREAM.stale(v));
     }
     state
         .upstream_store
         .delete_upstream(existing.upstream.id.clone(), expected)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| UPSTREAM.store_error(e))?;
     state.upstreams.remove(&existing.upstream.id);
     json(
         StatusCode::OK,
@@ -392,49 +391,4 @@ fn read_only(e: &Entry) -> Result<(), Error> {
         ));
     }
     Ok(())
-}
-
-fn stale(expected: i64) -> Error {
-    Error::conflict(
-        "_v",
-        format!("version {expected} is stale: the upstream has changed; read it again"),
-    )
-}
-
-/// `If-Match: "<_v>"` (quotes optional); absent is `None`; anything else is a 400.
-fn if_match(headers: &http::HeaderMap) -> Result<Option<i64>, Error> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .unwrap_or("")
-        .trim()
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| {
-            Error::invalid(
-                "If-Match",
-                "If-Match must be the upstream's version, e.g. \"3\"",
-            )
-        })
-}
-
-fn store_error(e: StoreError) -> Error {
-    match e {
-        StoreError::NotFound => Error::not_found("id", "upstream not found"),
-        StoreError::VersionConflict { expected } => stale(expected),
-        StoreError::Duplicate { field } => Error::conflict(
-            field,
-            format!("{field} is already used by another upstream"),
-        ),
-        StoreError::Unavailable(detail) => {
-            tracing::warn!(error = %detail, "Store unavailable for an upstream write");
-            Error::Unavailable(
-                "the store is unavailable; the change was not made, try again".into(),
-            )
-        }
-        StoreError::Other(detail) => Error::Internal(detail),
-    }
 }

@@ -268,6 +268,7 @@ pub const SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input
 pub const SIGNATURE: HeaderName = HeaderName::from_static("signature");
 
 thread_local! {
+    /// Verified against when a client id is unknown, so unknown and known keys cost and answer the same.
     static DUMMY_SECRET: Secret = Secret::new("0".repeat(64));
 }
 

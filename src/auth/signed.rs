@@ -15,7 +15,6 @@ use super::signature::{self, SignatureError, SignaturePolicy, SignatureRequest};
 use super::{Authenticated, Authenticator, BodyCheck, RequestView};
 use crate::config::Scheme;
 use crate::error::AuthFailure;
-use crate::keys::secret::Secret;
 
 const BAD_SIGNATURE: AuthFailure =
     AuthFailure::invalid_token("the credential is not valid", "bad_signature");
@@ -31,10 +30,6 @@ const REPLAY_FULL: AuthFailure = AuthFailure::invalid_token(
     "replay protection is at capacity; retry shortly",
     "replay_cache_full",
 );
-
-thread_local! {
-    static DUMMY: Secret = Secret::new("0".repeat(64));
-}
 
 /// Verify an `Authorization: NWS4-HMAC-SHA256 <params>` request.
 pub fn nws4(
@@ -64,7 +59,7 @@ pub fn nws4(
             }
         }
         None => {
-            result = DUMMY
+            result = super::DUMMY_SECRET
                 .with(|s| nws4::verify(&nreq, &creds, s.expose(), now, auth.clock_skew))
                 .and(Err(Nws4Error::SignatureMismatch))
         }
@@ -122,7 +117,7 @@ pub fn rfc9421(
             }
         }
         None => {
-            result = DUMMY
+            result = super::DUMMY_SECRET
                 .with(|s| {
                     signature::verify(&sreq, &parsed, s.expose().as_bytes(), &policy, now_unix)
                 })

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use chrono::Utc;
 use serde::Deserialize;
 
+use super::ApiKey;
 use super::view::ApiKeyInput;
-use super::{ApiKey, new_id, secret::Secret};
 
 /// Most problems reported before giving up.
 const MAX_PROBLEMS: usize = 20;
@@ -181,27 +181,7 @@ fn to_key(row: Row, now: chrono::DateTime<Utc>) -> Result<ApiKey, String> {
             .collect::<Vec<_>>()
             .join("; ")
     })?;
-    Ok(ApiKey {
-        id: new_id(),
-        client_id: v.client_id.ok_or("clientId is required")?,
-        client_secret: v
-            .client_secret
-            .unwrap_or_else(|| Secret::new(String::new())),
-        previous_secret: None,
-        name: v.name,
-        description: v.description,
-        user_name: v.user_name,
-        device_name: v.device_name,
-        permissions: v.permissions,
-        schemes: v.schemes,
-        is_active: v.is_active,
-        revoked: false,
-        revoked_at: None,
-        expires_at: v.expires_at,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    })
+    Ok(v.into_new_key(None, now))
 }
 
 #[cfg(test)]

@@ -174,6 +174,48 @@ fn opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::
     }
 }
 
+// === impl ValidInput ===
+
+impl ValidInput {
+    /// A new key (version 1) from validated input: `id`, client id and secret are generated when not given.
+    pub fn into_new_key(self, id: Option<String>, now: DateTime<Utc>) -> ApiKey {
+        let client_id = self.client_id.clone().unwrap_or_else(super::new_client_id);
+        let client_secret = self.client_secret.clone().unwrap_or_else(Secret::generate);
+        ApiKey {
+            id: id.unwrap_or_else(super::new_id),
+            client_id,
+            client_secret,
+            version: 1,
+            ..self.apply_to(None, now)
+        }
+    }
+
+    /// The client-settable fields applied over `old` (an update keeps the server-set fields and bumps `_v`);
+    /// with no `old`, a blank key for [`ValidInput::into_new_key`] to complete.
+    pub fn apply_to(self, old: Option<&ApiKey>, now: DateTime<Utc>) -> ApiKey {
+        ApiKey {
+            id: old.map(|o| o.id.clone()).unwrap_or_default(),
+            client_id: old.map(|o| o.client_id.clone()).unwrap_or_default(),
+            client_secret: old
+                .map_or_else(|| Secret::new(String::new()), |o| o.client_secret.clone()),
+            previous_secret: old.and_then(|o| o.previous_secret.clone()),
+            name: self.name,
+            description: self.description,
+            user_name: self.user_name,
+            device_name: self.device_name,
+            permissions: self.permissions,
+            schemes: self.schemes,
+            is_active: self.is_active,
+            revoked: old.is_some_and(|o| o.revoked),
+            revoked_at: old.and_then(|o| o.revoked_at),
+            expires_at: self.expires_at,
+            created_at: old.map_or(now, |o| o.created_at),
+            updated_at: now,
+            version: old.map_or(0, |o| o.version + 1),
+        }
+    }
+}
+
 // === impl ApiKeyInput ===
 
 impl ApiKeyInput {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Authenticated, Authenticator, BodyCheck, Principal, RequestView};
 use crate::config::{Config, Limits, ProxyConfig, Scheme};
-use crate::error::{AuthFailure, Error, Problem};
+use crate::error::{AuthFailure, Error};
 use crate::metrics::{self, Metrics};
 use crate::routes::{AuthMode, RouteTable, Rule};
 use crate::server::ConnInfo;
@@ -85,19 +85,6 @@ impl ProxyState {
     }
 }
 
-/// What the pipeline fails with: an [`Error`], or a 502 about a registered upstream whose message is public
-/// (an unknown or inactive upstream, a failed token fetch: never a secret).
-enum Failure {
-    Error(Error),
-    Gateway(Problem),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Self::Error(e)
-    }
-}
-
 /// The outer call: run the pipeline, render any error, record metrics and the access log once.
 pub async fn handle(
     state: Arc<ProxyState>,
@@ -115,13 +102,12 @@ pub async fn handle(
     let result = pipeline(&state, conn, req, &request_id, &mut trace).await;
     let mut response = match result {
         Ok(r) => r,
-        Err(Failure::Gateway(problem)) => {
-            trace.reason = "upstream_credentials";
-            tracing::warn!(request_id = ?request_id, route = trace.route, error = %problem.description,
-                "Registered upstream failed");
-            gateway_response(&problem)
-        }
-        Err(Failure::Error(e)) => {
+        Err(e) => {
+            if let Error::BadGateway(problem) = &e {
+                trace.reason = "upstream_credentials";
+                tracing::warn!(request_id = ?request_id, route = trace.route, error = %problem.description,
+                    "Registered upstream failed");
+            }
             if let Error::Unauthenticated(f) = &e {
                 trace.reason = f.reason;
                 state
@@ -187,10 +173,10 @@ async fn pipeline<'s>(
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
-) -> Result<Response<ProxyBody>, Failure> {
+) -> Result<Response<ProxyBody>, Error> {
     let declared = content_length(&req)?;
     if declared.is_some_and(|n| n > state.limits.max_body) {
-        return Err(Error::PayloadTooLarge(state.limits.max_body).into());
+        return Err(Error::PayloadTooLarge(state.limits.max_body));
     }
     let rule = state.routes.find(req.method(), req.uri().path());
     trace.route = &rule.name;
@@ -220,7 +206,7 @@ async fn pipeline<'s>(
         upgrade,
     );
     let registered = match &rule.upstream {
-        Some(name) => Some(registered(state, name)?),
+        Some(name) => Some(state.registry.active(name)?),
         None => None,
     };
     let mut upstream_req = Request::from_parts(parts, body);
@@ -254,73 +240,26 @@ async fn pipeline<'s>(
     Ok(finish_response(response))
 }
 
-/// The route's registered upstream, active.
-fn registered(
-    state: &ProxyState,
-    name: &str,
-) -> Result<Arc<crate::upstreams::registry::Entry>, Failure> {
-    let gateway = |description: String| {
-        Failure::Gateway(Problem::new(
-            http::StatusCode::BAD_GATEWAY,
-            "bad_gateway",
-            "upstream",
-            description,
-        ))
-    };
-    let Some(entry) = state.registry.get(name) else {
-        return Err(gateway(format!(
-            "the route's upstream {name:?} is not registered"
-        )));
-    };
-    if !entry.upstream.is_active {
-        return Err(gateway(format!("the upstream {name:?} is not active")));
-    }
-    Ok(entry)
-}
-
 /// Point the request at a registered upstream and inject its credentials and extra parameters, replacing what
 /// the client sent in those places. Returns the token used, if any.
 async fn inject(
     state: &ProxyState,
     entry: &crate::upstreams::registry::Entry,
     req: &mut Request<ProxyBody>,
-) -> Result<Option<Arc<Token>>, Failure> {
+) -> Result<Option<Arc<Token>>, Error> {
     let (injection, used) = entry
         .credentials
         .injection(&entry.client, &state.metrics)
         .await
         .map_err(|e| {
-            Failure::Gateway(Problem::new(
-                http::StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                "upstream",
-                format!(
-                    "the credentials for upstream {:?} could not be obtained: {e}",
-                    entry.upstream.name
-                ),
+            Error::bad_gateway(format!(
+                "the credentials for upstream {:?} could not be obtained: {e}",
+                entry.upstream.name
             ))
         })?;
     *req.uri_mut() = entry.target(req.uri(), &injection)?;
     entry.set_headers(req.headers_mut(), &injection);
     Ok(used)
-}
-
-/// A 502 in the `{code, message, stack}` shape with a public description.
-fn gateway_response(problem: &Problem) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "code": 502,
-        "message": "bad gateway",
-        "stack": [problem],
-    });
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = http::StatusCode::BAD_GATEWAY;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    forward::boxed(r)
 }
 
 /// Route auth mode, authentication, and claims.

@@ -193,7 +193,21 @@ impl UpstreamRegistry {
         &self.metrics
     }
 
-    /// The upstream named `name`.
+    /// The active upstream named `name`, or a 502 saying why a route cannot use it.
+    pub fn active(&self, name: &str) -> Result<Arc<Entry>, crate::error::Error> {
+        use crate::error::Error;
+        let entry = self.get(name).ok_or_else(|| {
+            Error::bad_gateway(format!("the route's upstream {name:?} is not registered"))
+        })?;
+        if !entry.upstream.is_active {
+            return Err(Error::bad_gateway(format!(
+                "the upstream {name:?} is not active"
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// The entry named `name` (or with that id), active or not.
     pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
         self.snapshot.load().by_name.get(name).cloned()
     }
