@@ -132,11 +132,20 @@ struct SignArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(worker_threads())
-        .build()
-    {
+    // On one CPU a current-thread runtime serves the same connections without the work-stealing scheduler's
+    // cross-thread wake-ups; with more CPUs, one worker per CPU.
+    let workers = worker_threads();
+    let built = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(workers)
+            .build()
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("keyward: cannot start the runtime: {e}");

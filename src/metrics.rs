@@ -193,6 +193,69 @@ impl Metrics {
     }
 }
 
+const METHOD_LABELS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other",
+];
+const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The `scheme` label values, in the order [`RequestCounters::inc`] takes them.
+pub const SCHEME_LABELS: [&str; 4] = ["none", "bearer", "nws4", "rfc9421"];
+
+/// The children of `keyward_requests_total`, resolved once per (route, method, class, scheme) on first use, so
+/// counting a request is an index and an atomic add instead of hashing four label strings.
+pub struct RequestCounters {
+    family: IntCounterVec,
+    routes: Vec<String>,
+    slots: Vec<std::sync::OnceLock<prometheus::IntCounter>>,
+}
+
+impl RequestCounters {
+    /// Counters for these route names (by index); one more index is the `unmatched` route.
+    pub fn new(metrics: &Metrics, routes: impl IntoIterator<Item = String>) -> Self {
+        let mut routes: Vec<String> = routes.into_iter().collect();
+        routes.push("unmatched".into());
+        let n = routes.len() * METHOD_LABELS.len() * CLASS_LABELS.len() * SCHEME_LABELS.len();
+        Self {
+            family: metrics.requests.clone(),
+            routes,
+            slots: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// The index of the `unmatched` route.
+    pub fn unmatched(&self) -> usize {
+        self.routes.len() - 1
+    }
+
+    /// Count one request. `scheme` indexes [`SCHEME_LABELS`]; an out-of-range route counts as unmatched.
+    pub fn inc(&self, route: usize, method: &http::Method, status: u16, scheme: usize) {
+        let route = route.min(self.unmatched());
+        let method = METHOD_LABELS
+            .iter()
+            .position(|m| *m == method_label(method))
+            .unwrap_or(METHOD_LABELS.len() - 1);
+        let class = CLASS_LABELS
+            .iter()
+            .position(|c| *c == status_class(status))
+            .unwrap_or(CLASS_LABELS.len() - 1);
+        let scheme = scheme.min(SCHEME_LABELS.len() - 1);
+        let index = ((route * METHOD_LABELS.len() + method) * CLASS_LABELS.len() + class)
+            * SCHEME_LABELS.len()
+            + scheme;
+        let Some(slot) = self.slots.get(index) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            self.family.with_label_values(&[
+                &self.routes[route],
+                METHOD_LABELS[method],
+                CLASS_LABELS[class],
+                SCHEME_LABELS[scheme],
+            ])
+        })
+        .inc();
+    }
+}
+
 /// `2xx`, `4xx`, … for a status code.
 pub fn status_class(status: u16) -> &'static str {
     match status {

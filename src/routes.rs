@@ -71,10 +71,24 @@ impl RouteTable {
 
     /// The rule for a request.
     pub fn find(&self, method: &Method, path: &str) -> &Rule {
+        self.find_indexed(method, path).1
+    }
+
+    /// The rule for a request and its index (routes in order, then the default route).
+    pub fn find_indexed(&self, method: &Method, path: &str) -> (usize, &Rule) {
         self.rules
             .iter()
-            .find(|r| r.matches(method, path))
-            .unwrap_or(&self.default)
+            .enumerate()
+            .find(|(_, r)| r.matches(method, path))
+            .unwrap_or((self.rules.len(), &self.default))
+    }
+
+    /// Every rule's name by index, the default route last.
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.rules
+            .iter()
+            .chain(std::iter::once(&self.default))
+            .map(|r| r.name.clone())
     }
 }
 

@@ -19,6 +19,8 @@ pub struct KeyEntry {
     pub key: ApiKey,
     /// Its permissions as a claim set.
     pub claims: ClaimSet,
+    /// Its context header values, encoded on first use (only keys that make requests pay for them).
+    context: std::sync::OnceLock<[Option<http::HeaderValue>; 6]>,
 }
 
 /// The indexes of one generation of the map.
@@ -54,7 +56,19 @@ impl KeyEntry {
     /// Prepare a key for the cache.
     pub fn new(key: ApiKey) -> Self {
         let claims = ClaimSet::from_permissions(key.permissions.iter().map(String::as_str));
-        Self { key, claims }
+        Self {
+            key,
+            claims,
+            context: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl KeyEntry {
+    /// The context header values (see [`crate::proxy::headers::context_values`]), encoded once.
+    pub fn context(&self) -> &[Option<http::HeaderValue>; 6] {
+        self.context
+            .get_or_init(|| crate::proxy::headers::context_values(&self.key))
     }
 }
 

@@ -82,19 +82,20 @@ impl Upstream {
     /// The upstream URI for an incoming target: the base's scheme and authority, its path prefix, then the
     /// request's path and query as received.
     pub fn target(&self, incoming: &Uri) -> Result<Uri, Error> {
-        let pq = incoming.path_and_query().map_or("/", PathAndQuery::as_str);
-        let pq = if self.base_path.is_empty() {
-            pq.to_owned()
-        } else {
-            format!("{}{pq}", self.base_path)
+        let invalid = || Error::invalid("path", "the request target is not a valid path");
+        let pq = match incoming.path_and_query() {
+            // The common case: no path prefix, the received target reused as it is (a reference count).
+            Some(pq) if self.base_path.is_empty() => pq.clone(),
+            Some(pq) => format!("{}{}", self.base_path, pq.as_str())
+                .parse()
+                .map_err(|_| invalid())?,
+            None => PathAndQuery::from_static("/"),
         };
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(
-            pq.parse()
-                .map_err(|_| Error::invalid("path", "the request target is not a valid path"))?,
-        );
-        Uri::from_parts(parts)
-            .map_err(|_| Error::invalid("path", "the request target is not a valid path"))
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.base.scheme().cloned();
+        parts.authority = self.base.authority().cloned();
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|_| invalid())
     }
 
     /// The authority to send as `Host` when the client's is not preserved.

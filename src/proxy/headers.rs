@@ -65,33 +65,34 @@ impl ContextHeaders {
 
     /// Set the context of `principal`.
     pub fn set(&self, headers: &mut HeaderMap, principal: &Principal) {
-        let key = &principal.entry.key;
         let scheme = match principal.scheme {
-            Scheme::Bearer => "bearer",
-            Scheme::Nws4 => "nws4",
-            Scheme::Rfc9421 => "rfc9421",
+            Scheme::Bearer => HeaderValue::from_static("bearer"),
+            Scheme::Nws4 => HeaderValue::from_static("nws4"),
+            Scheme::Rfc9421 => HeaderValue::from_static("rfc9421"),
         };
-        let values: [&str; 7] = [
-            &key.id,
-            &key.client_id,
-            &key.name,
-            key.user_name.as_deref().unwrap_or(""),
-            key.device_name.as_deref().unwrap_or(""),
-            "",
-            scheme,
-        ];
-        for (name, value) in self.names.iter().zip(values) {
-            if !value.is_empty() {
-                headers.insert(name.clone(), context_value(value));
+        // The key's values were encoded once, when it entered the cache: a clone here is a reference count.
+        for (name, value) in self.names.iter().zip(principal.entry.context().iter()) {
+            if let Some(value) = value {
+                headers.insert(name.clone(), value.clone());
             }
         }
-        if !key.permissions.is_empty() {
-            headers.insert(
-                self.names[5].clone(),
-                context_value(&key.permissions.join(",")),
-            );
-        }
+        headers.insert(self.names[6].clone(), scheme);
     }
+}
+
+/// The context values of a key in header order (key id, client id, name, user, device, permissions), encoded
+/// once; an empty value is `None` and sends no header.
+pub fn context_values(key: &crate::keys::ApiKey) -> [Option<HeaderValue>; 6] {
+    let permissions = key.permissions.join(",");
+    [
+        key.id.as_str(),
+        key.client_id.as_str(),
+        key.name.as_str(),
+        key.user_name.as_deref().unwrap_or(""),
+        key.device_name.as_deref().unwrap_or(""),
+        permissions.as_str(),
+    ]
+    .map(|v| (!v.is_empty()).then(|| context_value(v)))
 }
 
 /// A header value: visible ASCII and spaces pass; anything else (and `%`) is percent-encoded UTF-8 (DESIGN.md §6).
@@ -190,18 +191,30 @@ pub fn set_forwarded(
     }
 }
 
-/// The request id: the client's if it is short visible ASCII, else a new random one.
+/// The request id: the client's if it is short visible ASCII, else a new one: a random per-process prefix and
+/// a counter, 32 hex characters, unique without a random draw per request.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    headers
-        .get(&REQUEST_ID)
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&crate::keys::secret::random_hex(16))
-                .expect("hex is a valid header value")
-        })
+    if let Some(v) = headers.get(&REQUEST_ID).filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    }) {
+        return v.clone();
+    }
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut buf = [0u8; 32];
+    let hex = b"0123456789abcdef";
+    for (i, byte) in prefix
+        .to_be_bytes()
+        .iter()
+        .chain(n.to_be_bytes().iter())
+        .enumerate()
+    {
+        buf[2 * i] = hex[usize::from(byte >> 4)];
+        buf[2 * i + 1] = hex[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub struct ProxyState {
     cfg: ProxyConfig,
     limits: Limits,
     metrics: Arc<Metrics>,
+    counters: metrics::RequestCounters,
     access_log: bool,
 }
 
@@ -41,6 +42,7 @@ pub struct ProxyState {
 #[derive(Default)]
 struct Trace<'a> {
     route: &'a str,
+    route_index: Option<usize>,
     scheme: &'static str,
     key_id: Option<Arc<crate::keys::cache::KeyEntry>>,
     reason: &'static str,
@@ -60,9 +62,12 @@ impl ProxyState {
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, forward::UpstreamSetupError> {
+        let routes = RouteTable::new(cfg.routes.clone(), cfg.default_route.clone());
+        let counters = metrics::RequestCounters::new(&metrics, routes.names());
         Ok(Self {
             auth,
-            routes: RouteTable::new(cfg.routes.clone(), cfg.default_route.clone()),
+            routes,
+            counters,
             upstream: Upstream::new(&cfg.upstream)?,
             registry: Arc::new(UpstreamRegistry::new(
                 cfg.upstreams.clone(),
@@ -94,7 +99,11 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = headers::request_id(req.headers());
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = if state.access_log {
+        req.uri().path().to_owned()
+    } else {
+        String::new()
+    };
     let mut trace = Trace {
         scheme: "none",
         ..Trace::default()
@@ -134,16 +143,18 @@ pub async fn handle(
     } else {
         trace.route
     };
-    state
-        .metrics
-        .requests
-        .with_label_values(&[
-            route,
-            metrics::method_label(&method),
-            metrics::status_class(status),
-            trace.scheme,
-        ])
-        .inc();
+    let scheme = metrics::SCHEME_LABELS
+        .iter()
+        .position(|s| *s == trace.scheme)
+        .unwrap_or(0);
+    state.counters.inc(
+        trace
+            .route_index
+            .unwrap_or_else(|| state.counters.unmatched()),
+        &method,
+        status,
+        scheme,
+    );
     state
         .metrics
         .request_duration
@@ -178,8 +189,9 @@ async fn pipeline<'s>(
     if declared.is_some_and(|n| n > state.limits.max_body) {
         return Err(Error::PayloadTooLarge(state.limits.max_body));
     }
-    let rule = state.routes.find(req.method(), req.uri().path());
+    let (route_index, rule) = state.routes.find_indexed(req.method(), req.uri().path());
     trace.route = &rule.name;
+    trace.route_index = Some(route_index);
     let principal = authenticate(state, conn, &req, rule, declared, trace)?;
     let upgrade =
         req.headers().contains_key(header::UPGRADE) && req.version() == http::Version::HTTP_11;
