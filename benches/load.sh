@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Whole-proxy load benchmark: builds Keyward in release mode and runs the shared peer harness
-# (../shared/bench/run.sh) with Keyward as three targets next to the peers, in one run:
+# (../shared/bench/run.sh) twice, Keyward next to the peers each time:
+#   1. the saturation table: direct, nginx/HAProxy plain and auth, keyward-bearer (harness defaults:
+#      3 rounds x 10 s after a 2 s warm-up, 64 connections); extra harness options (e.g. --rate 20000) go here;
+#   2. the signed table: one 10 s round without warm-up, because every wrk run starts the per-request header
+#      file from its first line and a signature is accepted once, so a file serves exactly one run:
 #   keyward-bearer   Authorization: Bearer <token> of one bench key (the same header the peers get)
 #   keyward-rfc9421  a distinct RFC 9421 signature per request (replay protection on)
 #   keyward-nws4     a distinct NWS4 signature per request (replay protection on)
@@ -39,15 +43,15 @@ KEY_INDEX=${BENCH_KEY_INDEX:-500}
 python3 "$HARNESS_DIR/lib/gen_keys.py" "$KEYS" "$BENCH_WORK/kw/keys" >/dev/null
 read -r CLIENT_ID SECRET TOKEN < <(awk -F'\t' -v i="$KEY_INDEX" 'NR == i + 2 { print $1, $2, $3 }' "$BENCH_WORK/kw/keys/keys.tsv")
 
-# Enough distinct signed requests for the whole run (each is accepted once).
-LINES=${KEYWARD_BENCH_SIGNED:-2000000}
+# Enough distinct signed requests for one 10 s run.
+LINES=${KEYWARD_BENCH_SIGNED:-700000}
 echo "load.sh: signing $LINES RFC 9421 and $LINES NWS4 requests" >&2
 "$BIN" sign --scheme rfc9421 --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$LINES" "http://127.0.0.1:$PORT/" >"$BENCH_WORK/kw/rfc9421.tsv"
 "$BIN" sign --scheme nws4 --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$LINES" "http://127.0.0.1:$PORT/" >"$BENCH_WORK/kw/nws4.tsv"
 printf 'Authorization: Bearer %s\n' "$TOKEN" >"$BENCH_WORK/kw/plain.tsv"
 
-# Keyward's bench config. Like the peers: no access log. The signatures are made before the run, which lasts
-# several minutes, so the signature window is widened to 900 s and the replay window sized for every request.
+# Keyward's bench config. Like the peers: no access log. The signatures are made before the runs, so the
+# signature window is widened to 900 s and the replay window sized for every request.
 cat >"$BENCH_WORK/kw/bench.toml" <<TOML
 [proxy]
 listen = "127.0.0.1:$PORT"
@@ -57,19 +61,22 @@ listen = "127.0.0.1:$((PORT + 1))"
 path = "$BENCH_WORK/kw/keyward.db"
 [auth]
 clock_skew = "900s"
-replay_max_entries = 8000000
+replay_max_entries = 4000000
 [log]
 level = "warn"
 access_log = false
 TOML
 
-CMD="bash -c 'export KEYWARD_CONFIG=$BENCH_WORK/kw/bench.toml; $BIN keys import \$BENCH_KEYS_TSV >&2 && KEYWARD_UPSTREAM__URL=http://\$BENCH_UPSTREAM exec $BIN serve'"
+# A fresh store for each harness run, the bench keys imported, then serve (pinned by the harness).
+CMD="bash -c 'export KEYWARD_CONFIG=$BENCH_WORK/kw/bench.toml; rm -f $BENCH_WORK/kw/keyward.db*; $BIN keys import \$BENCH_KEYS_TSV >&2 && KEYWARD_UPSTREAM__URL=http://\$BENCH_UPSTREAM exec $BIN serve'"
 NGINX_PLAIN_PORT=$(( ${BENCH_PORT_BASE:-18080} + 1 ))
-exec bash "$HARNESS_DIR/run.sh" \
-  --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" \
-  --cmd "$CMD" \
-  --target "keyward-bearer=$PORT" \
+HARNESS=(bash "$HARNESS_DIR/run.sh" --cmd "$CMD" --target "keyward-bearer=$PORT")
+
+echo "load.sh: 1/2 saturation table" >&2
+"${HARNESS[@]}" --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" "${args[@]}"
+
+echo "load.sh: 2/2 signed table" >&2
+"${HARNESS[@]}" --peers nginx-plain --rounds 1 --warmup 0 --duration 10 --no-install \
   --target "keyward-rfc9421=$PORT" --headers-file "keyward-rfc9421=$BENCH_WORK/kw/rfc9421.tsv" \
   --target "keyward-nws4=$PORT" --headers-file "keyward-nws4=$BENCH_WORK/kw/nws4.tsv" \
-  --target "nginx-plain-hfile=$NGINX_PLAIN_PORT" --headers-file "nginx-plain-hfile=$BENCH_WORK/kw/plain.tsv" \
-  "${args[@]}"
+  --target "nginx-plain-hfile=$NGINX_PLAIN_PORT" --headers-file "nginx-plain-hfile=$BENCH_WORK/kw/plain.tsv"

@@ -20,7 +20,8 @@ pub struct KeyEntry {
     /// Its permissions as a claim set.
     pub claims: ClaimSet,
     /// Its context header values, encoded on first use (only keys that make requests pay for them).
-    context: std::sync::OnceLock<[Option<http::HeaderValue>; 6]>,
+    /// Boxed: an unused key pays one pointer, not six header values (a million keys are loaded at start).
+    context: std::sync::OnceLock<Box<[Option<http::HeaderValue>; 6]>>,
 }
 
 /// The indexes of one generation of the map.
@@ -68,7 +69,7 @@ impl KeyEntry {
     /// The context header values (see [`crate::proxy::headers::context_values`]), encoded once.
     pub fn context(&self) -> &[Option<http::HeaderValue>; 6] {
         self.context
-            .get_or_init(|| crate::proxy::headers::context_values(&self.key))
+            .get_or_init(|| Box::new(crate::proxy::headers::context_values(&self.key)))
     }
 }
 
