@@ -206,16 +206,24 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     let vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("KEYWARD_"))
         .collect();
-    Config::load(path.map(PathBuf::as_path), &vars).map_err(|ConfigErrors(problems)| {
-        eprintln!(
-            "keyward: invalid configuration{}:",
-            path.map_or_else(String::new, |p| format!(" in {}", p.display()))
-        );
-        for p in problems {
-            eprintln!("  - {p}");
+    let config =
+        Config::load(path.map(PathBuf::as_path), &vars).map_err(|ConfigErrors(problems)| {
+            eprintln!(
+                "keyward: invalid configuration{}:",
+                path.map_or_else(String::new, |p| format!(" in {}", p.display()))
+            );
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+    if let Some(key) = &config.master_key {
+        if let Err(e) = keyward::keys::secret::install_master_key(key.expose()) {
+            eprintln!("keyward: {e}");
+            return Err(ExitCode::from(EXIT_CONFIG));
         }
-        ExitCode::from(EXIT_CONFIG)
-    })
+    }
+    Ok(config)
 }
 
 fn init_tracing(level: &str) {

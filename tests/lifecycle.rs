@@ -494,3 +494,63 @@ async fn keys_import_loads_a_bench_tsv_all_or_nothing() {
         (Some("user-1"), Some("device-1"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_encrypted_at_rest_with_a_master_key() {
+    const MASTER: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let upstream = echo_upstream().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = base_config(dir.path(), upstream, "");
+    let env = [("KEYWARD_STORE__MASTER_KEY", MASTER)];
+    let mut kw = Keyward::start_in(Arc::clone(&dir), &config, &env).await;
+    let key = kw
+        .create_key(json!({"name": "sealed", "isActive": true}))
+        .await;
+    let secret = key["clientSecret"].as_str().unwrap().to_owned();
+    assert!(
+        tokio::task::block_in_place(|| kw.terminate())
+            .unwrap()
+            .success()
+    );
+    drop(kw);
+    let mut on_disk = Vec::new();
+    for name in ["keyward.db", "keyward.db-wal"] {
+        on_disk.extend(std::fs::read(dir.path().join(name)).unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&on_disk);
+    assert!(text.contains("enc:v1:"), "the record holds a sealed secret");
+    assert!(
+        !text.contains(&secret),
+        "the secret is not on disk in clear"
+    );
+    // the same key opens it again
+    let kw = Keyward::start_in(Arc::clone(&dir), &config, &env).await;
+    assert_eq!(
+        get(&kw.proxy_url("/x"), &[key_header(&key)]).await.status,
+        200
+    );
+    drop(kw);
+    // without it the sidecar refuses to start rather than serve without the key
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("keyward.toml"))
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("master_key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a malformed key is a config error
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(dir.path().join("keyward.toml"))
+        .env("KEYWARD_STORE__MASTER_KEY", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

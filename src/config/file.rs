@@ -88,6 +88,8 @@ pub struct StoreSection {
     pub path: String,
     /// PostgreSQL URL, for `kind = "postgres"`.
     pub url: String,
+    /// Base64 of 32 random bytes; when set, secrets are encrypted at rest (ChaCha20-Poly1305). Default none.
+    pub master_key: String,
 }
 
 /// `[upstream]`.
@@ -201,6 +203,7 @@ impl Default for StoreSection {
             kind: "sqlite".into(),
             path: "data/keyward.db".into(),
             url: String::new(),
+            master_key: String::new(),
         }
     }
 }

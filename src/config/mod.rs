@@ -53,6 +53,8 @@ pub struct Config {
     pub default_route: Rule,
     /// Drain time after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `store.master_key`: secrets are encrypted at rest with it when set (the text never prints).
+    pub master_key: Option<crate::keys::secret::Secret>,
     /// Registered upstreams declared in the file (`[[upstreams]]`).
     pub upstreams: Vec<crate::upstreams::RegisteredUpstream>,
 }
@@ -226,6 +228,14 @@ impl Config {
             tls: f.admin.tls.as_ref().map(tls_files),
             bootstrap_token: v.bootstrap_token(&f.admin.bootstrap_token),
         };
+        let master_key = Some(f.store.master_key.trim().to_owned()).filter(|k| !k.is_empty());
+        if let Some(Err(e)) = master_key
+            .as_deref()
+            .map(crate::keys::secret::parse_master_key)
+        {
+            v.problem(format!("store.master_key: {e}"));
+        }
+        let master_key = master_key.map(crate::keys::secret::Secret::new);
         let store = match f.store.kind.as_str() {
             "sqlite" => StoreConfig::Sqlite {
                 path: PathBuf::from(&f.store.path),
@@ -306,6 +316,7 @@ impl Config {
             default_route,
             shutdown_grace,
             upstreams,
+            master_key,
         })
     }
 }
