@@ -197,3 +197,26 @@ pub fn client_tls(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, Upstream
         .map_err(|e| UpstreamSetupError::CaFile("tls".into(), e.to_string()))?;
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
+
+/// After a 101, copy bytes both ways between the client and the upstream (WebSocket and other upgrades).
+pub(super) fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let (mut client, mut upstream) = (
+            hyper_util::rt::TokioIo::new(client),
+            hyper_util::rt::TokioIo::new(upstream),
+        );
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+}
+
+/// The upstream's response on its way back: hop-by-hop headers out, body streamed.
+pub(super) fn finish_response(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    super::headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    use http_body_util::BodyExt;
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+}

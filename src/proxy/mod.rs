@@ -1,27 +1,27 @@
 //! The data-plane service: an outer call (render the error, record metrics, write the access log, each exactly
 //! once) around the inner pipeline: limits, route, authenticate, authorize, body check, sanitize, forward.
 
+mod body;
 pub mod forward;
 pub mod headers;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use sha2::{Digest, Sha256};
 
-use crate::auth::{Authenticated, Authenticator, BodyCheck, Principal, RequestView};
+use crate::auth::{Authenticated, Authenticator, Principal, RequestView};
 use crate::config::{Config, Limits, ProxyConfig, Scheme};
-use crate::error::{AuthFailure, Error};
+use crate::error::Error;
 use crate::metrics::{self, Metrics};
 use crate::routes::{AuthMode, RouteTable, Rule};
 use crate::server::ConnInfo;
 use crate::upstreams::UpstreamRegistry;
 use crate::upstreams::credentials::Token;
-use forward::{BoxError, ProxyBody, Upstream};
+use body::{content_length, read_signed_body};
+use forward::{ProxyBody, Upstream, finish_response, tunnel};
 use headers::ContextHeaders;
 
 /// Everything the proxy needs, shared by all connections.
@@ -47,11 +47,6 @@ struct Trace<'a> {
     key_id: Option<Arc<crate::keys::cache::KeyEntry>>,
     reason: &'static str,
 }
-
-const DIGEST_MISMATCH: AuthFailure = AuthFailure::invalid_token(
-    "the body does not match its signed digest",
-    "digest_mismatch",
-);
 
 // === impl ProxyState ===
 
@@ -384,85 +379,6 @@ fn sanitize(
         None => h.remove(header::HOST),
     };
     h.insert(headers::REQUEST_ID.clone(), request_id.clone());
-}
-
-/// Read a signed body (bounded) and check it against the signed digest.
-async fn read_signed_body(
-    body: Incoming,
-    check: &BodyCheck,
-    declared: Option<u64>,
-    limit: u64,
-) -> Result<Bytes, Error> {
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Error::PayloadTooLarge(limit));
-    }
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let bytes = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(Error::PayloadTooLarge(limit));
-        }
-        Err(e) => {
-            return Err(Error::invalid(
-                "body",
-                format!("the body could not be read: {e}"),
-            ));
-        }
-    };
-    let ok = match check {
-        BodyCheck::Sha256(expected) => {
-            let actual: [u8; 32] = Sha256::digest(&bytes).into();
-            subtle::ConstantTimeEq::ct_eq(&actual[..], &expected[..]).into()
-        }
-        BodyCheck::ContentDigest(expected) => {
-            let mut hasher = expected.hasher();
-            hasher.update(&bytes);
-            hasher.finish_and_check().is_ok()
-        }
-    };
-    if ok {
-        Ok(bytes)
-    } else {
-        Err(Error::Unauthenticated(DIGEST_MISMATCH))
-    }
-}
-
-/// After a 101, copy bytes both ways between the client and the upstream (WebSocket and other upgrades).
-fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
-            return;
-        };
-        let (mut client, mut upstream) = (
-            hyper_util::rt::TokioIo::new(client),
-            hyper_util::rt::TokioIo::new(upstream),
-        );
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    });
-}
-
-/// The upstream's response on its way back: hop-by-hop headers out, body streamed.
-fn finish_response(response: Response<Incoming>) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
-}
-
-/// A declared `Content-Length`, if any; an unparsable one is a 400.
-fn content_length<B>(req: &Request<B>) -> Result<Option<u64>, Error> {
-    match req.headers().get(header::CONTENT_LENGTH) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .map(Some)
-            .ok_or_else(|| Error::invalid("content-length", "not a number")),
-    }
 }
 
 fn scheme_label(s: Scheme) -> &'static str {
