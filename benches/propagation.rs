@@ -18,6 +18,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::pg::{fresh_database, sql};
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +32,6 @@ use keyward::keys::postgres::PostgresStore;
 use keyward::keys::secret::Secret;
 use keyward::keys::{ApiKey, ChangeEvent, KeyStore, new_id};
 use serde_json::json;
-use tokio_postgres::NoTls;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-test.sh");
 
@@ -39,36 +40,6 @@ fn setting(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn with_database(base: &str, db: &str) -> String {
-    let (head, query) = base
-        .split_once('?')
-        .map_or((base, None), |(h, q)| (h, Some(q)));
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let prefix = head[after_scheme..]
-        .find('/')
-        .map_or(head, |i| &head[..after_scheme + i]);
-    match query {
-        Some(q) => format!("{prefix}/{db}?{q}"),
-        None => format!("{prefix}/{db}"),
-    }
-}
-
-async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn fresh_database(base: &str, what: &str) -> String {
-    let name = format!("kw_bench_{what}_{}", new_id());
-    sql(base)
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    with_database(base, &name)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -91,7 +62,7 @@ fn summary(label: &str, mut samples: Vec<Duration>) {
 async fn propagation(base: &str) {
     let sidecars = setting("KEYWARD_BENCH_SIDECARS", 10);
     let changes = setting("KEYWARD_BENCH_CHANGES", 100);
-    let url = fresh_database(base, "prop").await;
+    let url = fresh_database(base, "kw_bench_prop").await;
     let upstream = echo_upstream().await;
     let env = [
         ("KEYWARD_STORE__KIND", "postgres"),
@@ -166,7 +137,7 @@ async fn wait_everywhere(
 
 async fn load(base: &str) {
     let count = setting("KEYWARD_BENCH_KEYS", 1_000_000);
-    let url = fresh_database(base, "load").await;
+    let url = fresh_database(base, "kw_bench_load").await;
     let store = PostgresStore::connect(&url).await.unwrap();
     let now = Utc::now();
     let template = ApiKey {

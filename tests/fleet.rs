@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::pg::{fresh_database, pg_url, sql, with_database};
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,61 +27,12 @@ use std::time::{Duration, Instant};
 use common::{Keyward, base_config, echo_upstream, eventually, get};
 use http::Method;
 use serde_json::{Value, json};
-use tokio_postgres::NoTls;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-test.sh");
 /// Bound on every wait for a change to reach another sidecar (the goal is well under a second).
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(10);
 
 // === PostgreSQL ===
-
-/// The base URL, or `None` (skip) when unset outside CI.
-fn pg_url() -> Option<String> {
-    match std::env::var("KEYWARD_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "KEYWARD_TEST_PG_URL is unset but CI is set: start PostgreSQL first, e.g. eval \"$(scripts/pg-test.sh start)\""
-        ),
-        _ => {
-            eprintln!("skipped: KEYWARD_TEST_PG_URL unset");
-            None
-        }
-    }
-}
-
-/// `base` with its database replaced by `db`.
-fn with_database(base: &str, db: &str) -> String {
-    let (head, query) = base
-        .split_once('?')
-        .map_or((base, None), |(h, q)| (h, Some(q)));
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let prefix = head[after_scheme..]
-        .find('/')
-        .map_or(head, |i| &head[..after_scheme + i]);
-    match query {
-        Some(q) => format!("{prefix}/{db}?{q}"),
-        None => format!("{prefix}/{db}"),
-    }
-}
-
-async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(conn);
-    client
-}
-
-/// A new empty database; returns its URL.
-async fn fresh_database(base: &str) -> String {
-    let name = format!("kw_fleet_{}", keyward::keys::new_id());
-    sql(base)
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    with_database(base, &name)
-}
 
 /// A private cluster from `scripts/pg-test.sh`, stopped and deleted on drop.
 struct PrivateCluster {
@@ -195,7 +148,7 @@ async fn metric(kw: &Keyward, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_any_sidecar_is_in_force_on_the_others() {
     let Some(base) = pg_url() else { return };
-    let url = fresh_database(&base).await;
+    let url = fresh_database(&base, "kw_fleet").await;
     let upstream = echo_upstream().await;
     let a = sidecar(&url, upstream).await;
     let b = sidecar(&url, upstream).await;
@@ -247,7 +200,7 @@ async fn a_change_through_any_sidecar_is_in_force_on_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_writing_the_same_version_one_wins_the_other_gets_409() {
     let Some(base) = pg_url() else { return };
-    let url = fresh_database(&base).await;
+    let url = fresh_database(&base, "kw_fleet").await;
     let upstream = echo_upstream().await;
     let a = sidecar(&url, upstream).await;
     let b = sidecar(&url, upstream).await;

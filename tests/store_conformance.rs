@@ -9,6 +9,10 @@
     reason = "integration tests: a failed step should panic with its value"
 )]
 
+mod common;
+
+use common::pg::{fresh_database, pg_url};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,46 +29,8 @@ use tokio_postgres::NoTls;
 
 // === backends ===
 
-/// The base URL, or `None` (skip) when unset outside CI.
-fn pg_url() -> Option<String> {
-    match std::env::var("KEYWARD_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "KEYWARD_TEST_PG_URL is unset but CI is set: start PostgreSQL first, e.g. eval \"$(scripts/pg-test.sh start)\""
-        ),
-        _ => {
-            eprintln!("skipped: KEYWARD_TEST_PG_URL unset");
-            None
-        }
-    }
-}
-
-/// A new empty database on the test server; returns its URL.
-async fn fresh_database(base: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(base, NoTls)
-        .await
-        .expect("connect to KEYWARD_TEST_PG_URL");
-    tokio::spawn(conn);
-    let name = format!("kw_conf_{}", new_id());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (head, query) = base
-        .split_once('?')
-        .map_or((base, None), |(h, q)| (h, Some(q)));
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let prefix = head[after_scheme..]
-        .find('/')
-        .map_or(head, |i| &head[..after_scheme + i]);
-    match query {
-        Some(q) => format!("{prefix}/{name}?{q}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
 async fn pg_store() -> Option<(String, Arc<dyn KeyStore>)> {
-    let url = fresh_database(&pg_url()?).await;
+    let url = fresh_database(&pg_url()?, "kw_conf").await;
     let store = PostgresStore::connect(&url).await.expect("postgres store");
     Some((url, Arc::new(store)))
 }
@@ -327,7 +293,7 @@ async fn insert_many_is_all_or_nothing(store: Arc<dyn KeyStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sidecars_starting_at_once_migrate_once() {
     let Some(base) = pg_url() else { return };
-    let url = fresh_database(&base).await;
+    let url = fresh_database(&base, "kw_conf").await;
     let opens: Vec<_> = (0..10)
         .map(|_| {
             let url = url.clone();

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::pg::{fresh_database, pg_url};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -764,47 +766,10 @@ fn a_bad_config_declared_upstream_exits_64() {
 
 // === PostgreSQL ===
 
-fn pg_url() -> Option<String> {
-    match std::env::var("KEYWARD_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "KEYWARD_TEST_PG_URL is unset but CI is set: start PostgreSQL first, e.g. eval \"$(scripts/pg-test.sh start)\""
-        ),
-        _ => {
-            eprintln!("skipped: KEYWARD_TEST_PG_URL unset");
-            None
-        }
-    }
-}
-
-/// A fresh database on the server of `base`; returns its URL.
-async fn fresh_database(base: &str) -> String {
-    let name = format!("kw_upstreams_{}", keyward::keys::new_id());
-    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (head, query) = base
-        .split_once('?')
-        .map_or((base, None), |(h, q)| (h, Some(q)));
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let prefix = head[after_scheme..]
-        .find('/')
-        .map_or(head, |i| &head[..after_scheme + i]);
-    match query {
-        Some(q) => format!("{prefix}/{name}?{q}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_created_on_one_sidecar_is_used_by_another() {
     let Some(base) = pg_url() else { return };
-    let url = fresh_database(&base).await;
+    let url = fresh_database(&base, "kw_upstreams").await;
     let api = guarded(|p| header(p, "x-key").as_deref() == Some("fleet-secret")).await;
     let echo = echo_upstream().await;
     let start = |url: String| async move {

@@ -11,6 +11,8 @@
     reason = "test support: a failed setup should panic at once"
 )]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
