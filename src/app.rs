@@ -266,7 +266,15 @@ async fn watch_sqlite(store: SqliteStore, state: Arc<AdminState>, mut stop: watc
                     keys = keys.len(),
                     "Store changed by another process: keys reloaded"
                 );
-                state.cache.apply(ChangeEvent::Reload(keys));
+                // Off the runtime thread: with a million keys the swap-in build takes seconds.
+                let cache = Arc::clone(&state.cache);
+                if tokio::task::spawn_blocking(move || cache.apply(ChangeEvent::Reload(keys)))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("Reloading the key map failed");
+                    continue;
+                }
                 last = Some(now);
                 match store.load_upstreams().await {
                     Ok(upstreams) => state.upstreams.reload(upstreams),

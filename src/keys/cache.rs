@@ -84,6 +84,27 @@ impl Indexes {
         }
     }
 
+    /// Fresh indexes from a store's full key set (ids, client ids and names are unique there): the three maps
+    /// are filled on separate threads, since a million keys are loaded at start.
+    fn build(keys: Vec<ApiKey>) -> Self {
+        let entries: Vec<Arc<KeyEntry>> = keys
+            .into_iter()
+            .map(|k| Arc::new(KeyEntry::new(k)))
+            .collect();
+        let fresh = Self::with_capacity(entries.len());
+        let fill = |map: &DashMap<Box<str>, Arc<KeyEntry>>, field: fn(&ApiKey) -> &str| {
+            for e in &entries {
+                map.insert(field(&e.key).into(), Arc::clone(e));
+            }
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| fill(&fresh.by_id, |k| &k.id));
+            scope.spawn(|| fill(&fresh.by_client_id, |k| &k.client_id));
+            fill(&fresh.by_name, |k| &k.name);
+        });
+        fresh
+    }
+
     fn upsert(&self, key: ApiKey) {
         if let Some(old) = self
             .by_id
@@ -129,13 +150,7 @@ impl KeyCache {
         match event {
             ChangeEvent::Upsert(key) => self.current.load().upsert(*key),
             ChangeEvent::Delete(id) => self.current.load().delete(&id),
-            ChangeEvent::Reload(keys) => {
-                let fresh = Indexes::with_capacity(keys.len());
-                for key in keys {
-                    fresh.upsert(key);
-                }
-                self.current.store(Arc::new(fresh));
-            }
+            ChangeEvent::Reload(keys) => self.current.store(Arc::new(Indexes::build(keys))),
         }
     }
 
