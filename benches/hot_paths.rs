@@ -16,33 +16,26 @@ use keyward::auth::signature::{self, SignaturePolicy, SignatureRequest};
 use keyward::auth::{Authenticator, Principal};
 use keyward::config::Config;
 use keyward::keys::cache::KeyCache;
-use keyward::keys::secret::Secret;
-use keyward::keys::view::encode_credential;
+use keyward::keys::view::{ApiKeyInput, encode_credential};
 use keyward::keys::{ApiKey, ChangeEvent};
 use keyward::policy::{Claim, authorize};
 use keyward::proxy::headers::{self, ContextHeaders};
 
 fn key(i: usize) -> ApiKey {
     let now = Utc::now();
-    ApiKey {
-        id: format!("{i:024x}"),
-        client_id: format!("client{i:034}"),
-        client_secret: Secret::new(format!("{i:064x}")),
-        previous_secret: None,
-        name: format!("key-{i}"),
-        description: None,
+    ApiKeyInput {
+        client_id: Some(format!("client{i:034}")),
+        client_secret: Some(format!("{i:064x}")),
+        name: Some(format!("key-{i}")),
         user_name: Some("alice".into()),
         device_name: Some("pos-1".into()),
-        permissions: vec!["orders:*".into(), "ApiKeyList".into()],
-        schemes: None,
-        is_active: true,
-        revoked: false,
-        revoked_at: None,
-        expires_at: None,
-        created_at: now,
-        updated_at: now,
-        version: 1,
+        permissions: Some(vec!["orders:*".into(), "ApiKeyList".into()]),
+        is_active: Some(true),
+        ..ApiKeyInput::default()
     }
+    .validate(true)
+    .expect("a valid bench key")
+    .into_new_key(Some(format!("{i:024x}")), now)
 }
 
 fn authenticator(n: usize) -> Authenticator {

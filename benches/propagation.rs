@@ -18,9 +18,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::pg::{fresh_database, sql};
+use common::pg::{PrivateCluster, fresh_database, sql};
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,11 +28,9 @@ use common::{Keyward, base_config, echo_upstream};
 use http::Method;
 use keyward::keys::cache::KeyCache;
 use keyward::keys::postgres::PostgresStore;
-use keyward::keys::secret::Secret;
-use keyward::keys::{ApiKey, ChangeEvent, KeyStore, new_id};
+use keyward::keys::view::ApiKeyInput;
+use keyward::keys::{ApiKey, ChangeEvent, KeyStore};
 use serde_json::json;
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-test.sh");
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -140,25 +137,18 @@ async fn load(base: &str) {
     let url = fresh_database(base, "kw_bench_load").await;
     let store = PostgresStore::connect(&url).await.unwrap();
     let now = Utc::now();
-    let template = ApiKey {
-        id: new_id(),
-        client_id: String::new(),
-        client_secret: Secret::generate(),
-        previous_secret: None,
-        name: String::new(),
+    let template = ApiKeyInput {
+        name: Some("template".into()),
         description: Some("bulk-loaded key".into()),
         user_name: Some("user".into()),
         device_name: Some("device".into()),
-        permissions: vec!["orders:read".into(), "orders:write".into()],
-        schemes: None,
-        is_active: true,
-        revoked: false,
-        revoked_at: None,
-        expires_at: None,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    };
+        permissions: Some(vec!["orders:read".into(), "orders:write".into()]),
+        is_active: Some(true),
+        ..ApiKeyInput::default()
+    }
+    .validate(true)
+    .unwrap()
+    .into_new_key(None, now);
     let template = serde_json::to_string(&template).unwrap();
     let started = Instant::now();
     let client = sql(&url).await;
@@ -260,27 +250,12 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (base, private_dir) = match std::env::var("KEYWARD_TEST_PG_URL") {
+        // The server from KEYWARD_TEST_PG_URL, or a private cluster stopped when `_private` drops.
+        let (base, _private) = match std::env::var("KEYWARD_TEST_PG_URL") {
             Ok(url) if !url.is_empty() => (url, None),
             _ => {
-                let out = Command::new("bash")
-                    .arg(SCRIPT)
-                    .arg("start")
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let text = String::from_utf8(out.stdout).unwrap();
-                let var = |n: &str| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(&format!("export {n}=")))
-                        .unwrap()
-                        .to_owned()
-                };
-                (var("KEYWARD_TEST_PG_URL"), Some(var("KEYWARD_TEST_PG_DIR")))
+                let cluster = PrivateCluster::start();
+                (cluster.url.clone(), Some(cluster))
             }
         };
         let only = std::env::var("KEYWARD_BENCH_ONLY").unwrap_or_default();
@@ -289,13 +264,6 @@ fn main() {
         }
         if only != "propagation" {
             load(&base).await;
-        }
-        if let Some(dir) = private_dir {
-            let _ = Command::new("bash")
-                .arg(SCRIPT)
-                .arg("stop")
-                .arg(dir)
-                .output();
         }
     });
 }

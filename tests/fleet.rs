@@ -17,9 +17,8 @@
 
 mod common;
 
-use common::pg::{fresh_database, pg_url, sql, with_database};
+use common::pg::{PrivateCluster, fresh_database, pg_url, sql, with_database};
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,67 +27,10 @@ use common::{Keyward, base_config, echo_upstream, eventually, get};
 use http::Method;
 use serde_json::{Value, json};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-test.sh");
 /// Bound on every wait for a change to reach another sidecar (the goal is well under a second).
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(10);
 
 // === PostgreSQL ===
-
-/// A private cluster from `scripts/pg-test.sh`, stopped and deleted on drop.
-struct PrivateCluster {
-    url: String,
-    dir: String,
-}
-
-impl PrivateCluster {
-    fn start() -> Self {
-        let out = Command::new("bash")
-            .arg(SCRIPT)
-            .arg("start")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-test.sh start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let var = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .unwrap_or_else(|| panic!("{name} not in: {text}"))
-                .to_owned()
-        };
-        Self {
-            url: var("KEYWARD_TEST_PG_URL"),
-            dir: var("KEYWARD_TEST_PG_DIR"),
-        }
-    }
-
-    fn run(&self, cmd: &str) {
-        let out = Command::new("bash")
-            .arg(SCRIPT)
-            .arg(cmd)
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-test.sh {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(SCRIPT)
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-    }
-}
 
 // === sidecars ===
 

@@ -23,7 +23,8 @@ use keyward::keys::postgres::PostgresStore;
 use keyward::keys::postgres::listen::{self, SyncTarget};
 use keyward::keys::secret::Secret;
 use keyward::keys::sqlite::SqliteStore;
-use keyward::keys::{ApiKey, KeyStore, PreviousSecret, StoreError, new_client_id, new_id};
+use keyward::keys::view::ApiKeyInput;
+use keyward::keys::{ApiKey, KeyStore, PreviousSecret, StoreError};
 use keyward::metrics::Metrics;
 use tokio_postgres::NoTls;
 
@@ -79,25 +80,15 @@ conformance!(
 
 fn key(name: &str) -> ApiKey {
     let now = Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap();
-    ApiKey {
-        id: new_id(),
-        client_id: new_client_id(),
-        client_secret: Secret::generate(),
-        previous_secret: None,
-        name: name.into(),
-        description: None,
-        user_name: None,
-        device_name: None,
-        permissions: vec!["orders:read".into()],
-        schemes: None,
-        is_active: true,
-        revoked: false,
-        revoked_at: None,
-        expires_at: None,
-        created_at: now,
-        updated_at: now,
-        version: 1,
+    ApiKeyInput {
+        name: Some(name.into()),
+        permissions: Some(vec!["orders:read".into()]),
+        is_active: Some(true),
+        ..ApiKeyInput::default()
     }
+    .validate(true)
+    .expect("a valid test key")
+    .into_new_key(None, now)
 }
 
 fn changed(k: &ApiKey) -> ApiKey {

@@ -221,28 +221,21 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::secret::Secret;
 
     pub(crate) fn key(id: &str, client_id: &str, name: &str, version: i64) -> ApiKey {
         let now = Utc::now();
         ApiKey {
-            id: id.into(),
             client_id: client_id.into(),
-            client_secret: Secret::new("s".repeat(32)),
-            previous_secret: None,
-            name: name.into(),
-            description: None,
-            user_name: None,
-            device_name: None,
-            permissions: vec!["a:*".into()],
-            schemes: None,
-            is_active: true,
-            revoked: false,
-            revoked_at: None,
-            expires_at: None,
-            created_at: now,
-            updated_at: now,
             version,
+            ..crate::keys::view::ApiKeyInput {
+                name: Some(name.into()),
+                permissions: Some(vec!["a:*".into()]),
+                is_active: Some(true),
+                ..Default::default()
+            }
+            .validate(true)
+            .unwrap()
+            .into_new_key(Some(id.into()), now)
         }
     }
 

@@ -287,7 +287,7 @@ fn authenticate<'s>(
         uri: req.uri(),
         headers: req.headers(),
         scheme,
-        authority: &authority,
+        authority,
         has_body: declared.is_some_and(|n| n > 0)
             || (declared.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING)),
     };
@@ -310,11 +310,11 @@ fn authenticate<'s>(
 }
 
 /// The scheme and authority the client used; forwarded headers count only when trusted.
-fn client_origin(
+fn client_origin<'r>(
     cfg: &ProxyConfig,
     conn: ConnInfo,
-    req: &Request<Incoming>,
-) -> (&'static str, String) {
+    req: &'r Request<Incoming>,
+) -> (&'static str, &'r str) {
     let forwarded = |name: &http::HeaderName| {
         cfg.trust_forwarded
             .then(|| req.headers().get(name).and_then(|v| v.to_str().ok()))
@@ -333,8 +333,7 @@ fn client_origin(
                 .and_then(|v| v.to_str().ok())
         })
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
-        .to_owned();
+        .unwrap_or("");
     (scheme, authority)
 }
 

@@ -1,7 +1,11 @@
 //! PostgreSQL test support: the server from `KEYWARD_TEST_PG_URL` (started by `scripts/pg-test.sh`), and a fresh
 //! database per test. Unset: a failure under CI, a skip elsewhere.
 
+use std::process::Command;
+
 use tokio_postgres::NoTls;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-test.sh");
 
 /// The base URL, or `None` (skip) when unset outside CI.
 pub fn pg_url() -> Option<String> {
@@ -50,4 +54,64 @@ pub async fn fresh_database(base: &str, prefix: &str) -> String {
         .await
         .expect("create a test database");
     with_database(base, &name)
+}
+
+/// A private cluster from `scripts/pg-test.sh`, stopped and deleted on drop.
+pub struct PrivateCluster {
+    /// Its superuser URL.
+    pub url: String,
+    /// Its data directory.
+    pub dir: String,
+}
+
+impl PrivateCluster {
+    /// Start a new cluster on a free loopback port.
+    pub fn start() -> Self {
+        let out = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg-test.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let var = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("{name} not in: {text}"))
+                .to_owned()
+        };
+        Self {
+            url: var("KEYWARD_TEST_PG_URL"),
+            dir: var("KEYWARD_TEST_PG_DIR"),
+        }
+    }
+
+    /// `pg-test.sh CMD DIR` (kill, restart).
+    pub fn run(&self, cmd: &str) {
+        let out = Command::new("bash")
+            .arg(SCRIPT)
+            .arg(cmd)
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg-test.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
 }
