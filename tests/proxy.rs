@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Keyward, echo_upstream, get, raw, send};
@@ -596,4 +598,66 @@ async fn websocket_upgrades_tunnel_through_after_authentication() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+}
+
+/// An upstream that serves three requests per connection and then closes it without warning (as a keep-alive
+/// timeout does), counting the connections it accepted.
+async fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_one_closed_while_idle_fails_no_request() {
+    let (upstream, accepted) = closing_upstream().await;
+    let kw = Keyward::start(upstream, "").await;
+    let key = kw
+        .create_key(json!({"name": "pool", "isActive": true}))
+        .await;
+    let header = key_header(&key);
+    for i in 0..30 {
+        let r = get(&kw.proxy_url("/pooled"), std::slice::from_ref(&header)).await;
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(&r.body[..], b"ok");
+        if i % 4 == 0 {
+            // Give the upstream's close time to arrive while the connection sits idle in the pool.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let connections = accepted.load(Ordering::SeqCst);
+    assert!(
+        (10..=15).contains(&connections),
+        "30 requests at 3 per upstream connection used {connections} connections"
+    );
 }

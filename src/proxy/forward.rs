@@ -1,16 +1,18 @@
-//! The pooled upstream client (HTTP/1.1, and h2 by ALPN for `https://` upstreams), the upstream URI, timeouts,
-//! and the classification of upstream failures into 502 and 504.
+//! The upstream client (a dedicated HTTP/1.1 pool for `http://` upstreams, hyper-util's pooled client with
+//! TLS and h2 by ALPN for `https://` ones), the upstream URI, timeouts, and the classification of upstream
+//! failures into 502 and 504.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri, uri::PathAndQuery};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::{H1Pool, PoolError, UpstreamBody};
 use crate::config::UpstreamConfig;
 use crate::error::Error;
 
@@ -27,6 +29,9 @@ pub fn boxed(response: Response<http_body_util::Full<Bytes>>) -> Response<ProxyB
 
 /// The upstream client with its target and timeouts.
 pub struct Upstream {
+    /// Proxied traffic to an `http://` upstream: the dedicated HTTP/1.1 pool.
+    pool: Option<Arc<H1Pool>>,
+    /// Everything else: `https://` upstreams, and token, CSRF and verify calls to any URL.
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     base: Uri,
     base_path: String,
@@ -54,33 +59,49 @@ impl Upstream {
 
     /// Build the pooled client for `cfg` with a ready TLS config (registered upstreams share one).
     pub fn with_tls(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .build(connector);
+        let pool = match cfg.url.authority() {
+            Some(authority) if cfg.url.scheme() == Some(&http::uri::Scheme::HTTP) => Some(
+                H1Pool::new(authority.as_str(), cfg.pool_max_idle, cfg.connect_timeout),
+            ),
+            _ => None,
+        };
         let base_path = cfg.url.path().trim_end_matches('/').to_owned();
         Self {
-            client,
+            pool,
+            client: general_client(cfg, tls),
             base: cfg.url.clone(),
             base_path,
             timeout: cfg.timeout,
         }
     }
+}
 
-    /// The upstream URI for an incoming target: the base's scheme and authority, its path prefix, then the
-    /// request's path and query as received.
+/// hyper-util's pooled client: any URL, TLS, and h2 when an `https://` upstream offers it by ALPN.
+fn general_client(
+    cfg: &UpstreamConfig,
+    tls: rustls::ClientConfig,
+) -> Client<HttpsConnector<HttpConnector>, ProxyBody> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(cfg.pool_max_idle)
+        .build(connector)
+}
+
+impl Upstream {
+    /// The upstream URI for an incoming target: the base's path prefix, then the request's path and query as
+    /// received; in origin form for the HTTP/1.1 pool, absolute (scheme and authority first) otherwise.
     pub fn target(&self, incoming: &Uri) -> Result<Uri, Error> {
         let invalid = || Error::invalid("path", "the request target is not a valid path");
         let pq = match incoming.path_and_query() {
@@ -91,6 +112,9 @@ impl Upstream {
                 .map_err(|_| invalid())?,
             None => PathAndQuery::from_static("/"),
         };
+        if self.pool.is_some() {
+            return Ok(Uri::from(pq));
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.base.scheme().cloned();
         parts.authority = self.base.authority().cloned();
@@ -103,13 +127,54 @@ impl Upstream {
         self.base.authority().map_or("", |a| a.as_str())
     }
 
-    /// Send a request; waits at most the response timeout for the response headers.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, Error> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(Error::UpstreamTimeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+    /// Send a proxied request (to this upstream's authority): a timeout is a 504, any other failure a 502.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Error> {
+        let pooled = self.pool.as_ref().filter(|_| {
+            req.uri().authority().is_none() || req.uri().authority() == self.base.authority()
+        });
+        let result = match pooled {
+            Some(pool) => match tokio::time::timeout(self.timeout, pool.send(req)).await {
+                Err(_) | Ok(Err(PoolError::ConnectTimeout)) => Err(ExchangeError::Timeout),
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(failure(&e)),
+            },
+            None => self.exchange(req).await,
+        };
+        result.map_err(|e| match e {
+            ExchangeError::Timeout => Error::UpstreamTimeout,
+            ExchangeError::Failed(detail) => Error::UpstreamUnreachable(detail),
+        })
+    }
+
+    /// Send a request to any URL through the general client and tell why it failed in plain words (token
+    /// fetches, CSRF fetches, `verify`); waits at most the response timeout for the response headers.
+    /// An origin-form target (from [`Upstream::target`]) is sent to this upstream.
+    pub async fn exchange(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, ExchangeError> {
+        if req.uri().authority().is_none() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.scheme = self.base.scheme().cloned();
+            parts.authority = self.base.authority().cloned();
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
         }
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(ExchangeError::Timeout),
+            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::unpooled)),
+            Ok(Err(e)) => Err(failure(&e)),
+        }
+    }
+}
+
+/// A failed exchange: a timeout anywhere in the chain, or the innermost cause.
+fn failure(e: &(dyn std::error::Error + 'static)) -> ExchangeError {
+    if timed_out(e) {
+        ExchangeError::Timeout
+    } else {
+        ExchangeError::Failed(innermost(e))
     }
 }
 
@@ -122,23 +187,6 @@ pub enum ExchangeError {
     /// The connection failed or broke; the innermost cause.
     #[error("{0}")]
     Failed(String),
-}
-
-impl Upstream {
-    /// Send a request and tell why it failed in plain words (token fetches and `verify`).
-    pub async fn exchange(
-        &self,
-        req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, ExchangeError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(ExchangeError::Timeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(match classify(&e) {
-                Error::UpstreamTimeout => ExchangeError::Timeout,
-                _ => ExchangeError::Failed(innermost(&e)),
-            }),
-        }
-    }
 }
 
 /// The innermost cause of an error, e.g. "Connection refused (os error 111)" or "dns error: ...".
@@ -155,21 +203,21 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     described
 }
 
-/// A connect timeout is a 504; every other failure to exchange is a 502.
-fn classify(e: &hyper_util::client::legacy::Error) -> Error {
+/// Whether a failure was a timeout anywhere in its chain (a connect timeout is a 504, not a 502).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return Error::UpstreamTimeout;
+                return true;
             }
         }
         if s.to_string().contains("timed out") {
-            return Error::UpstreamTimeout;
+            return true;
         }
         source = s.source();
     }
-    Error::UpstreamUnreachable(format!("{e:?}"))
+    false
 }
 
 /// rustls client config: the system's roots (webpki-roots fallback is not bundled) plus an optional CA file.
@@ -213,7 +261,7 @@ pub(super) fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade
 }
 
 /// The upstream's response on its way back: hop-by-hop headers out, body streamed.
-pub(super) fn finish_response(response: Response<Incoming>) -> Response<ProxyBody> {
+pub(super) fn finish_response(response: Response<UpstreamBody>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     super::headers::remove_hop_by_hop(&mut parts.headers, upgrade);

@@ -4,6 +4,7 @@
 mod body;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 
 use std::sync::Arc;
 use std::time::Instant;
