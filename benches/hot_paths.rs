@@ -209,9 +209,15 @@ fn header_rewrite(c: &mut Criterion) {
     c.bench_function("header_rewrite", |b| {
         b.iter(|| {
             let mut h = base.clone();
-            headers::remove_hop_by_hop(&mut h, false);
-            headers::strip_credentials(&mut h, &api_key);
-            context.strip(&mut h);
+            headers::strip(
+                &mut h,
+                &headers::StripRules {
+                    keep_upgrade: false,
+                    api_key_header: Some(&api_key),
+                    context_prefix: Some(context.prefix()),
+                },
+            );
+            h.reserve(12);
             context.set(&mut h, &principal);
             black_box(h)
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri, uri::PathAndQuery};
+use http::{HeaderValue, Request, Response, Uri, uri::PathAndQuery};
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -35,6 +35,7 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     base: Uri,
     base_path: String,
+    host: Option<HeaderValue>,
     timeout: Duration,
 }
 
@@ -71,6 +72,10 @@ impl Upstream {
             client: general_client(cfg, tls),
             base: cfg.url.clone(),
             base_path,
+            host: cfg
+                .url
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
             timeout: cfg.timeout,
         }
     }
@@ -123,8 +128,8 @@ impl Upstream {
     }
 
     /// The authority to send as `Host` when the client's is not preserved.
-    pub fn authority(&self) -> &str {
-        self.base.authority().map_or("", |a| a.as_str())
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
 
     /// Send a proxied request (to this upstream's authority): a timeout is a 504, any other failure a 502.

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use smallvec::SmallVec;
 
-use crate::auth::{Principal, SIGNATURE, SIGNATURE_INPUT};
+use crate::auth::Principal;
 use crate::config::Scheme;
 
 /// `X-Request-Id`.
@@ -17,8 +18,6 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Context header suffixes (after the configured prefix).
 const CONTEXT_FIELDS: [&str; 7] = [
@@ -51,16 +50,9 @@ impl ContextHeaders {
         Self { prefix, names }
     }
 
-    /// Remove every header whose name starts with the prefix: a client never sets context.
-    pub fn strip(&self, headers: &mut HeaderMap) {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| n.as_str().starts_with(&self.prefix))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
+    /// The lower-case prefix: a client-sent header under it is spoofed context ([`strip`] removes it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Set the context of `principal`.
@@ -116,45 +108,85 @@ pub fn context_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1): those named by `Connection`, plus the fixed list. When
-/// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and `Upgrade` survive.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
+/// What a request or response may not carry past Keyward.
+#[derive(Clone, Copy, Debug)]
+pub struct StripRules<'a> {
+    /// A WebSocket handshake: `Upgrade` survives and `Connection: upgrade` is set again.
+    pub keep_upgrade: bool,
+    /// The credential headers Keyward consumed (`Authorization`, the API-key header, `Signature`,
+    /// `Signature-Input`); `None` forwards them.
+    pub api_key_header: Option<&'a HeaderName>,
+    /// The context prefix: every client-sent header under it is spoofed context.
+    pub context_prefix: Option<&'a str>,
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1: those named by `Connection`, plus the fixed list), then what
+/// `rules` name. One pass over the map's few names decides; only names present are removed, since a removal
+/// hashes and the usual request carries one or none of them.
+pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
+    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        let text = name.as_str();
+        let drop = match text {
+            "connection" => {
+                connection = true;
+                true
+            }
+            "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "proxy-authorization" => true,
+            "upgrade" => !rules.keep_upgrade,
+            "authorization" | "signature" | "signature-input" => rules.api_key_header.is_some(),
+            _ => {
+                rules.api_key_header.is_some_and(|h| h == name)
+                    || rules.context_prefix.is_some_and(|p| text.starts_with(p))
+            }
+        };
+        if drop {
+            doomed.push(name.clone());
         }
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHORIZATION,
-    ] {
+    if connection {
+        // Headers the sender marked hop-by-hop by naming them in `Connection`.
+        for value in headers.get_all(header::CONNECTION) {
+            for named in value.to_str().unwrap_or("").split(',') {
+                let named = named.trim();
+                // The usual tokens are options, not names, or already removed above.
+                if ["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|t| named.eq_ignore_ascii_case(t))
+                {
+                    continue;
+                }
+                match HeaderName::from_bytes(named.as_bytes()) {
+                    Ok(n) if !(rules.keep_upgrade && n == header::UPGRADE) => doomed.push(n),
+                    _ => {}
+                }
+            }
+        }
+    }
+    for name in doomed {
         headers.remove(name);
     }
-    headers.remove(header::CONNECTION);
-    if keep_upgrade {
+    if rules.keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// Remove the credentials Keyward consumed.
-pub fn strip_credentials(headers: &mut HeaderMap, api_key_header: &HeaderName) {
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(api_key_header);
-    headers.remove(SIGNATURE);
-    headers.remove(SIGNATURE_INPUT);
+/// Remove hop-by-hop headers only (a response on its way back).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    strip(
+        headers,
+        &StripRules {
+            keep_upgrade,
+            api_key_header: None,
+            context_prefix: None,
+        },
+    );
 }
 
 /// Set `X-Forwarded-For`/`-Proto`/`-Host`. With `trust` the client's own values are kept (appended to).
@@ -165,16 +197,15 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     trust: bool,
 ) {
-    let ip = peer.ip().to_string();
-    let xff = match headers
+    let prior = headers
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| trust)
-    {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
+        .filter(|_| trust);
+    let xff = match prior {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.ip())).ok(),
+        None => Some(peer_value(peer.ip())),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -189,6 +220,24 @@ pub fn set_forwarded(
             None => headers.remove(X_FORWARDED_HOST),
         };
     }
+}
+
+/// The peer address as a header value. A sidecar's traffic comes from few peers (often one ingress), so the
+/// last one is kept per thread and a repeat costs a reference count instead of a format and two allocations.
+fn peer_value(ip: std::net::IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((cached, value)) if *cached == ip => value.clone(),
+        _ => {
+            let value = HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value");
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
 }
 
 /// The request id: the client's if it is short visible ASCII, else a new one: a random per-process prefix and
@@ -229,12 +278,59 @@ mod tests {
             HeaderValue::from_static("close, x-secret-hop"),
         );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_upgrade_and_credentials_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        h.insert("x-api-key", HeaderValue::from_static("k"));
+        h.insert("signature", HeaderValue::from_static("sig=:AA==:"));
+        h.insert("signature-input", HeaderValue::from_static("sig=()"));
+        h.insert("x-auth-user", HeaderValue::from_static("root"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let api_key = HeaderName::from_static("x-api-key");
+        strip(
+            &mut h,
+            &StripRules {
+                keep_upgrade: true,
+                api_key_header: Some(&api_key),
+                context_prefix: Some("x-auth-"),
+            },
+        );
+        let mut left: Vec<_> = h.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "connection: \"upgrade\"",
+                "upgrade: \"websocket\"",
+                "x-keep: \"1\""
+            ]
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_the_peer_or_appended_when_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        set_forwarded(&mut h, peer, "http", None, true);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
+        set_forwarded(&mut h, peer, "http", None, false);
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        let other: SocketAddr = "[::1]:9".parse().unwrap();
+        set_forwarded(&mut h, other, "http", None, false);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1");
     }
 
     #[test]
@@ -244,7 +340,12 @@ mod tests {
         h.insert("X-AUTH-USER", HeaderValue::from_static("root"));
         h.insert("x-auth-anything", HeaderValue::from_static("1"));
         h.insert("x-authority", HeaderValue::from_static("kept"));
-        c.strip(&mut h);
+        let rules = StripRules {
+            keep_upgrade: false,
+            api_key_header: None,
+            context_prefix: Some(c.prefix()),
+        };
+        strip(&mut h, &rules);
         assert_eq!(h.len(), 1);
     }
 
