@@ -60,7 +60,9 @@ impl Nws4Credentials {
         let signed_headers = form_decode(signed_headers)
             .ok_or(Nws4Error::Malformed("SignedHeaders is not UTF-8"))?;
         let signed_headers = parse_signed_headers(&signed_headers)?;
-        let timestamp = form_decode(timestamp).ok_or(Nws4Error::BadTimestamp)?;
+        let timestamp = form_decode(timestamp)
+            .ok_or(Nws4Error::BadTimestamp)?
+            .into_owned();
         parse_timestamp(&timestamp)?;
         let signature = parse_signature(signature)?;
         Ok(Self {
@@ -106,12 +108,15 @@ pub(super) fn format_authorization(
 
 /// `WebUtility.UrlDecode` (§5.2, §7.3): `+` is a space, `%xx` decodes in either case, an invalid escape stays
 /// as written. `None` if the result is not UTF-8.
-fn form_decode(input: &str) -> Option<String> {
+fn form_decode(input: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !input.bytes().any(|b| b == b'+' || b == b'%') {
+        return Some(std::borrow::Cow::Borrowed(input));
+    }
     let plus_as_space = input.replace('+', " ");
     percent_decode(plus_as_space.as_bytes())
         .decode_utf8()
         .ok()
-        .map(std::borrow::Cow::into_owned)
+        .map(|d| std::borrow::Cow::Owned(d.into_owned()))
 }
 
 /// Splits `Credential=a,SignedHeaders=b,Timestamp=c,Signature=d` like the reference's lazy regex (§5.2):
@@ -164,6 +169,26 @@ pub(super) fn parse_signed_headers(raw: &str) -> Result<Vec<String>, Nws4Error> 
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
+/// Re-check parsed names (the fields are public): lower-case tokens, unique, at most 64; no allocation.
+pub(super) fn check_signed_headers(names: &[String]) -> Result<(), Nws4Error> {
+    if names.len() > MAX_SIGNED_HEADERS {
+        return Err(Nws4Error::Malformed("SignedHeaders lists too many headers"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let lower_token =
+            !name.is_empty() && name.bytes().all(|b| is_tchar(b) && !b.is_ascii_uppercase());
+        if !lower_token {
+            return Err(Nws4Error::Malformed(
+                "SignedHeaders holds an invalid header name",
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(Nws4Error::Malformed("SignedHeaders repeats a header name"));
+        }
+    }
+    Ok(())
+}
+
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

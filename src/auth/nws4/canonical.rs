@@ -81,14 +81,151 @@ pub fn fold_header_value(value: &str) -> String {
 /// Canonical header block and signed-header list from `(lower-case name, folded value)` pairs with unique
 /// names. The block is sorted by the lower-case name, the list by the ASCII upper-case name (§1.2, §7.1).
 pub(super) fn header_block_and_list(headers: &[(String, String)]) -> (String, String) {
-    let mut block: Vec<&(String, String)> = headers.iter().collect();
-    block.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let block: Vec<String> = block.iter().map(|(n, v)| format!("{n}:{v}")).collect();
+    let (mut block, mut list) = (String::new(), String::new());
+    write_header_block(&mut block, headers);
+    write_signed_list(&mut list, headers);
+    (block, list)
+}
 
-    let mut list: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
-    list.sort_by_cached_key(|n| n.to_ascii_uppercase());
-    // No trailing newline after the block (§1.2, §7.2): the caller joins the fields with `\n`.
-    (block.join("\n"), list.join(";"))
+/// Where the canonical request goes: a `String` when signing, straight into SHA-256 when verifying (no
+/// canonical request is ever built on the verify path).
+pub(super) trait Sink {
+    fn put(&mut self, piece: &str);
+}
+
+impl Sink for String {
+    fn put(&mut self, piece: &str) {
+        self.push_str(piece);
+    }
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, piece: &str) {
+        self.update(piece.as_bytes());
+    }
+}
+
+/// `name:value` lines sorted by the lower-case name, joined with `\n` (no trailing newline, §1.2, §7.2).
+fn write_header_block<N: AsRef<str>, V: AsRef<str>>(sink: &mut impl Sink, headers: &[(N, V)]) {
+    let mut order: smallvec::SmallVec<[usize; 16]> = (0..headers.len()).collect();
+    order.sort_by(|&a, &b| {
+        headers[a]
+            .0
+            .as_ref()
+            .as_bytes()
+            .cmp(headers[b].0.as_ref().as_bytes())
+    });
+    for (i, &at) in order.iter().enumerate() {
+        if i > 0 {
+            sink.put("\n");
+        }
+        sink.put(headers[at].0.as_ref());
+        sink.put(":");
+        sink.put(headers[at].1.as_ref());
+    }
+}
+
+/// The signed-header names sorted by their ASCII upper-case form (§7.1), joined with `;`.
+fn write_signed_list<N: AsRef<str>, V>(sink: &mut impl Sink, headers: &[(N, V)]) {
+    fn upper(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes().map(|b| b.to_ascii_uppercase())
+    }
+    let mut order: smallvec::SmallVec<[usize; 16]> = (0..headers.len()).collect();
+    order.sort_by(|&a, &b| upper(headers[a].0.as_ref()).cmp(upper(headers[b].0.as_ref())));
+    for (i, &at) in order.iter().enumerate() {
+        if i > 0 {
+            sink.put(";");
+        }
+        sink.put(headers[at].0.as_ref());
+    }
+}
+
+/// The canonical request written piece by piece (§1.2): method, path, query, header block, signed-header
+/// list and payload hash, joined by `\n`. `canonical_path` is the raw path: it is encoded here (C# form),
+/// or taken as already canonical when `encoded` is set (the PHP candidate).
+pub(super) fn write_canonical<N: AsRef<str>, V: AsRef<str>>(
+    sink: &mut impl Sink,
+    method: &str,
+    path: PathForm<'_>,
+    raw_query: Option<&str>,
+    headers: &[(N, V)],
+    payload_hash_hex: &str,
+) {
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        sink.put(&method.to_ascii_uppercase());
+    } else {
+        sink.put(method);
+    }
+    sink.put("\n");
+    match path {
+        PathForm::Raw("") => sink.put("/"),
+        PathForm::Raw(raw) => utf8_percent_encode(raw, PATH_CSHARP).for_each(|p| sink.put(p)),
+        PathForm::Canonical(done) => sink.put(done),
+    }
+    sink.put("\n");
+    if raw_query.is_some_and(|q| !q.is_empty()) {
+        sink.put(&canonical_query(raw_query));
+    }
+    sink.put("\n");
+    write_header_block(sink, headers);
+    sink.put("\n");
+    write_signed_list(sink, headers);
+    sink.put("\n");
+    sink.put(payload_hash_hex);
+}
+
+/// The path as it enters [`write_canonical`].
+#[derive(Clone, Copy)]
+pub(super) enum PathForm<'a> {
+    /// The raw received path, to be encoded in the C# form.
+    Raw(&'a str),
+    /// A path already in canonical form.
+    Canonical(&'a str),
+}
+
+/// SHA-256 of the canonical request, without building it.
+pub(super) fn canonical_digest<N: AsRef<str>, V: AsRef<str>>(
+    method: &str,
+    path: PathForm<'_>,
+    raw_query: Option<&str>,
+    headers: &[(N, V)],
+    payload_hash_hex: &str,
+) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    write_canonical(
+        &mut hasher,
+        method,
+        path,
+        raw_query,
+        headers,
+        payload_hash_hex,
+    );
+    hasher.finalize().into()
+}
+
+/// HMAC of the string to sign (§1.3) for a canonical-request digest, fed piece by piece.
+pub(super) fn signature_for_digest(
+    signing_key: &[u8; 32],
+    timestamp: &str,
+    client_id: &str,
+    canonical_digest: &[u8; 32],
+) -> HmacSha256 {
+    let mut hex = [0u8; 64];
+    // Invariant: 32 bytes always fit 64 hex characters.
+    let _ = hex::encode_to_slice(canonical_digest, &mut hex);
+    let mut mac = new_mac(signing_key);
+    for piece in [
+        SCHEME.as_bytes(),
+        b"\n",
+        timestamp.as_bytes(),
+        b"\n",
+        client_id.as_bytes(),
+        b"\n",
+        &hex,
+    ] {
+        mac.update(piece);
+    }
+    mac
 }
 
 /// The canonical request (§1.2): six fields joined by `\n`, no trailing newline.
@@ -123,16 +260,16 @@ pub(super) fn assemble(
     headers: &[(String, String)],
     payload_hash_hex: &str,
 ) -> String {
-    let (block, list) = header_block_and_list(headers);
-    format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        method.to_ascii_uppercase(),
-        canonical_path,
-        canonical_query(raw_query),
-        block,
-        list,
-        payload_hash_hex
-    )
+    let mut out = String::with_capacity(256);
+    write_canonical(
+        &mut out,
+        method,
+        PathForm::Canonical(canonical_path),
+        raw_query,
+        headers,
+        payload_hash_hex,
+    );
+    out
 }
 
 /// String to sign (§1.3): scheme, timestamp, client id and the hex SHA-256 of the canonical request.

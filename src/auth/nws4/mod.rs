@@ -142,24 +142,24 @@ pub fn verify(
     }
     // The fields are public, so re-check what `parse` guaranteed before trusting them.
     let signed_at = authorization::parse_timestamp(&creds.timestamp)?;
-    let names = authorization::parse_signed_headers(&creds.signed_headers.join(";"))?;
+    authorization::check_signed_headers(&creds.signed_headers)?;
     if is_chunked_encoding(req.headers) {
         return Err(Nws4Error::ChunkedUnsupported);
     }
 
-    let mut signed: Vec<(String, String)> = Vec::with_capacity(names.len());
-    for name in names {
+    let mut signed: smallvec::SmallVec<[(&str, String); 8]> = smallvec::SmallVec::new();
+    for name in &creds.signed_headers {
         let value = if name == "host" {
             fold_header_value(req.host)
         } else {
-            joined_header_value(req.headers, &name)?
+            joined_header_value(req.headers, name)?
         };
-        signed.push((name, value));
+        signed.push((name.as_str(), value));
     }
     let value_of = |wanted: &str| {
         signed
             .iter()
-            .find(|(n, _)| n == wanted)
+            .find(|(n, _)| *n == wanted)
             .map_or("", |(_, v)| v.as_str())
     };
     if value_of(X_ND_DATE) != creds.timestamp {
@@ -168,18 +168,25 @@ pub fn verify(
     let content_sha256 = parse_content_sha256(value_of(X_ND_CONTENT_SHA256))?;
 
     // §5.5: the payload-hash line is the body hash in lower-case hex; the caller proves body == claim.
-    let payload_hash = hex::encode(content_sha256);
+    let mut payload_hash = [0u8; 64];
+    let _ = hex::encode_to_slice(content_sha256, &mut payload_hash);
+    let payload_hash = std::str::from_utf8(&payload_hash).unwrap_or_default();
     let key = signing_key(client_secret, &creds.timestamp);
-    let matches = |path: &str| {
-        let canonical =
-            canonical::assemble(req.method.as_str(), path, req.query, &signed, &payload_hash);
-        let sts = string_to_sign(&creds.timestamp, &creds.client_id, &canonical);
-        let mut mac = canonical::new_mac(&key);
-        mac.update(sts.as_bytes());
-        mac.verify_slice(creds.signature()).is_ok()
+    let matches = |path: canonical::PathForm<'_>| {
+        let digest = canonical::canonical_digest(
+            req.method.as_str(),
+            path,
+            req.query,
+            &signed,
+            payload_hash,
+        );
+        canonical::signature_for_digest(&key, &creds.timestamp, &creds.client_id, &digest)
+            .verify_slice(creds.signature())
+            .is_ok()
     };
-    let verified = matches(&canonical_path(req.path))
-        || canonical::php_path_candidate(req.path).is_some_and(|php| matches(&php));
+    let verified = matches(canonical::PathForm::Raw(req.path))
+        || canonical::php_path_candidate(req.path)
+            .is_some_and(|php| matches(canonical::PathForm::Canonical(&php)));
     if !verified {
         return Err(Nws4Error::SignatureMismatch);
     }

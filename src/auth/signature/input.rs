@@ -1,9 +1,9 @@
 //! `Signature-Input` / `Signature` parsing (RFC 9421 §4.1, §4.2) as RFC 8941
 //! Dictionaries via the `sfv` crate, and covered-component identifiers (§2).
 
-use std::collections::HashSet;
-
-use sfv::{BareItem, Dictionary, InnerList, Item, List, ListEntry, Parser, SerializeValue};
+use sfv::{
+    BareItem, Dictionary, Item, ListEntry, Parser, RefBareItem, RefListSerializer, SerializeValue,
+};
 
 use super::{
     ALG_HMAC_SHA256, ParsedSignature, SIGNATURE, SIGNATURE_INPUT, SignatureError, SignaturePolicy,
@@ -142,18 +142,15 @@ pub(crate) fn component_from_str(s: &str) -> Result<Component, SignatureError> {
     component_from_item(&item)
 }
 
-/// RFC 9421 §2.5: duplicate identifiers (parameter order ignored) are an error.
+/// RFC 9421 §2.5: duplicate identifiers (parameter order ignored) are an error. A signature covers a handful
+/// of components, so pairwise comparison beats hashing formatted copies of each.
 pub(crate) fn reject_duplicates(components: &[Component]) -> Result<(), SignatureError> {
-    let mut seen = HashSet::new();
-    for c in components {
-        let mut params: Vec<String> = c
-            .item
-            .params
+    for (i, c) in components.iter().enumerate() {
+        // `Parameters` is an IndexMap: equality ignores order, as §2.5 requires.
+        if components[..i]
             .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect();
-        params.sort();
-        if !seen.insert((c.name().to_owned(), params)) {
+            .any(|seen| seen.name() == c.name() && seen.item.params == c.item.params)
+        {
             return Err(SignatureError::component(
                 SignatureError::DuplicateComponent,
                 &c.id,
@@ -168,18 +165,45 @@ pub(crate) fn serialize_params(
     components: &[Component],
     params: &[(&str, BareItem)],
 ) -> Result<String, SignatureError> {
-    let mut inner = InnerList::new(components.iter().map(|c| c.item.clone()).collect());
-    for (k, v) in params {
-        inner.params.insert((*k).to_owned(), v.clone());
-    }
-    serialize_inner(inner)
+    serialize_inner(
+        components.iter().map(|c| &c.item),
+        params.iter().map(|(k, v)| (*k, v)),
+    )
 }
 
-fn serialize_inner(inner: InnerList) -> Result<String, SignatureError> {
-    let mut list: List = vec![ListEntry::InnerList(inner)];
-    list.iter_mut().for_each(normalize_decimals);
-    list.serialize_value()
-        .map_err(|_| SignatureError::Malformed("signature parameters"))
+/// The inner list serialized straight from references (sfv's ref serializer): no copy of the parsed list,
+/// decimals normalized on the way (see [`normalize_decimals`]).
+fn serialize_inner<'a>(
+    items: impl Iterator<Item = &'a Item>,
+    params: impl Iterator<Item = (&'a str, &'a BareItem)>,
+) -> Result<String, SignatureError> {
+    let bad = |_| SignatureError::Malformed("signature parameters");
+    let mut out = String::with_capacity(128);
+    let mut inner = RefListSerializer::new(&mut out).open_inner_list();
+    for item in items {
+        inner = inner
+            .inner_list_bare_item(&ref_bare(&item.bare_item))
+            .map_err(bad)?;
+        for (k, v) in &item.params {
+            inner = inner.inner_list_parameter(k, &ref_bare(v)).map_err(bad)?;
+        }
+    }
+    let mut list = inner.close_inner_list();
+    for (k, v) in params {
+        list = list.parameter(k, &ref_bare(v)).map_err(bad)?;
+    }
+    Ok(out)
+}
+
+fn ref_bare(b: &BareItem) -> RefBareItem<'_> {
+    match b {
+        BareItem::Integer(v) => RefBareItem::Integer(*v),
+        BareItem::Decimal(d) => RefBareItem::Decimal(d.normalize()),
+        BareItem::String(v) => RefBareItem::String(v),
+        BareItem::ByteSeq(v) => RefBareItem::ByteSeq(v),
+        BareItem::Boolean(v) => RefBareItem::Boolean(*v),
+        BareItem::Token(v) => RefBareItem::Token(v),
+    }
 }
 
 /// RFC 8941 §4.1.5 serializes decimals without trailing zeros; sfv 0.10
@@ -345,7 +369,10 @@ fn build(
         return Err(SignatureError::UnsupportedAlgorithm);
     }
     let key_id = key_id.ok_or(SignatureError::MissingParameter("keyid"))?;
-    let params = serialize_inner(inner.clone())?;
+    let params = serialize_inner(
+        inner.items.iter(),
+        inner.params.iter().map(|(k, v)| (k.as_str(), v)),
+    )?;
     Ok(ParsedSignature {
         label,
         components,
