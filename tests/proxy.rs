@@ -439,6 +439,18 @@ async fn oversized_headers_and_bodies_are_refused() {
     )
     .await;
     assert!(
+        resp.starts_with("HTTP/1.1 431") && resp.contains(r#""code":431"#),
+        "{}",
+        &resp[..resp.len().min(400)]
+    );
+    // Beyond hyper's own read buffer (256 KiB) the head is refused before it is parsed.
+    let huge = "a".repeat(300_000);
+    let resp = raw(
+        kw.proxy,
+        format!("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {huge}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
         resp.starts_with("HTTP/1.1 431"),
         "{}",
         &resp[..resp.len().min(200)]

@@ -1,13 +1,19 @@
 //! Request bodies on the proxy: the declared length, and a signed body read (bounded) and checked against the
 //! digest its signature covers (NWS4's `x-nd-content-sha256`, RFC 9530 `Content-Digest`).
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{Request, header};
-use http_body_util::{BodyExt, Limited};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
 use crate::auth::BodyCheck;
+use crate::auth::signature::digest::DigestHasher;
 use crate::error::{AuthFailure, Error};
 
 const DIGEST_MISMATCH: AuthFailure = AuthFailure::invalid_token(
@@ -15,47 +21,106 @@ const DIGEST_MISMATCH: AuthFailure = AuthFailure::invalid_token(
     "digest_mismatch",
 );
 
-/// Read a signed body (bounded) and check it against the signed digest.
+/// Read a signed body (bounded), hashing each chunk as it arrives, and check it against the signed digest. The
+/// body cannot go upstream before its digest is proven, so it is held, but as the chunks received: no copy
+/// into one buffer, and the digest is ready when the last byte is. Trailers are dropped.
 pub(super) async fn read_signed_body(
-    body: Incoming,
+    mut body: Incoming,
     check: &BodyCheck,
     declared: Option<u64>,
     limit: u64,
-) -> Result<Bytes, Error> {
+) -> Result<SignedBody, Error> {
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::PayloadTooLarge(limit));
     }
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let bytes = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+    let mut hasher = BodyHasher::new(check);
+    let mut chunks = VecDeque::new();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Error::invalid("body", format!("the body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len() as u64);
+        if total > limit {
             return Err(Error::PayloadTooLarge(limit));
         }
-        Err(e) => {
-            return Err(Error::invalid(
-                "body",
-                format!("the body could not be read: {e}"),
-            ));
-        }
-    };
-    let ok = match check {
-        BodyCheck::Sha256(expected) => {
-            let actual: [u8; 32] = Sha256::digest(&bytes).into();
-            subtle::ConstantTimeEq::ct_eq(&actual[..], &expected[..]).into()
-        }
-        BodyCheck::ContentDigest(expected) => {
-            let mut hasher = expected.hasher();
-            hasher.update(&bytes);
-            hasher.finish_and_check().is_ok()
-        }
-    };
-    if ok {
-        Ok(bytes)
+        hasher.update(&data);
+        chunks.push_back(data);
+    }
+    if hasher.matches() {
+        Ok(SignedBody {
+            chunks,
+            remaining: total,
+        })
     } else {
         Err(Error::Unauthenticated(DIGEST_MISMATCH))
+    }
+}
+
+/// The digest a signed body must match, fed chunk by chunk.
+enum BodyHasher {
+    Sha256(Sha256, [u8; 32]),
+    ContentDigest(DigestHasher),
+}
+
+impl BodyHasher {
+    fn new(check: &BodyCheck) -> Self {
+        match check {
+            BodyCheck::Sha256(expected) => Self::Sha256(Sha256::new(), *expected),
+            BodyCheck::ContentDigest(expected) => Self::ContentDigest(expected.hasher()),
+        }
+    }
+
+    fn update(&mut self, chunk: &[u8]) {
+        match self {
+            Self::Sha256(h, _) => h.update(chunk),
+            Self::ContentDigest(h) => h.update(chunk),
+        }
+    }
+
+    /// Constant-time comparison with the signed digest.
+    fn matches(self) -> bool {
+        match self {
+            Self::Sha256(h, expected) => {
+                let actual: [u8; 32] = h.finalize().into();
+                subtle::ConstantTimeEq::ct_eq(&actual[..], &expected[..]).into()
+            }
+            Self::ContentDigest(h) => h.finish_and_check().is_ok(),
+        }
+    }
+}
+
+/// A verified signed body on its way upstream: the chunks as received, with an exact size.
+pub(super) struct SignedBody {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Body for SignedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => {
+                self.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::{Authenticated, Authenticator, Principal, RequestView};
@@ -194,11 +194,10 @@ async fn pipeline<'s>(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let body: ProxyBody = match principal.as_ref().and_then(|a| a.body_check.as_ref()) {
-        Some(check) => {
-            Full::new(read_signed_body(body, check, declared, state.limits.max_signed_body).await?)
-                .map_err(|e| match e {})
-                .boxed()
-        }
+        Some(check) => read_signed_body(body, check, declared, state.limits.max_signed_body)
+            .await?
+            .map_err(|e| match e {})
+            .boxed(),
         None => Limited::new(
             body,
             usize::try_from(state.limits.max_body).unwrap_or(usize::MAX),

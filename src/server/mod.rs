@@ -93,15 +93,25 @@ impl Listener {
             let watcher = graceful.watcher();
             let (builder, handler, tls) = (Arc::clone(&builder), handler.clone(), self.tls.clone());
             let handshake_timeout = limits.tls_handshake_timeout;
+            let max_header_bytes = limits.max_header_bytes;
             tokio::spawn(async move {
                 let _permit = permit;
                 let info = ConnInfo {
                     peer,
                     tls: tls.is_some(),
                 };
-                let service = hyper::service::service_fn(move |req| {
-                    let fut = handler(info, req);
-                    async move { Ok::<_, Infallible>(fut.await) }
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    // hyper's read buffer is larger than the header limit (see `http_builder`): the limit
+                    // itself is enforced here, with the one JSON error shape.
+                    let fut = (head_size(&req) <= max_header_bytes).then(|| handler(info, req));
+                    async move {
+                        Ok::<_, Infallible>(match fut {
+                            Some(fut) => fut.await,
+                            None => crate::proxy::forward::boxed(
+                                crate::error::Error::HeadersTooLarge.to_response(),
+                            ),
+                        })
+                    }
                 });
                 let result = match tls {
                     None => {
@@ -164,13 +174,31 @@ async fn handshake(
     }
 }
 
+/// The request head as it came on the wire, roughly: request line plus `name: value\r\n` per field.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// hyper's `max_buf_size` bounds both the request head and each read of a body. At the header limit (16 KiB by
+/// default) a 1 MiB body arrives in 64+ reads, each handed across to the upstream connection; 256 KiB lets
+/// reads grow (hyper sizes them adaptively) while still capping the head hyper will buffer. The configured
+/// header limit is then checked on the parsed head (`head_size`, a JSON 431).
+const READ_BUF_MAX: usize = 256 * 1024;
+
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(limits.max_header_bytes.max(READ_BUF_MAX))
         .max_headers(limits.max_headers);
     builder
         .http2()
