@@ -188,30 +188,35 @@ async fn load(base: &str) {
     );
     drop(cache);
 
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let config = base_config(dir.path(), echo_upstream().await, "");
-    let started = Instant::now();
-    let kw = Keyward::start_in(
-        dir,
-        &config,
-        &[
-            ("KEYWARD_STORE__KIND", "postgres"),
-            ("KEYWARD_STORE__URL", &url),
-        ],
-    )
-    .await;
-    let to_listening = started.elapsed();
-    let logged = kw
-        .log_text()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message"] == "Keys loaded")
-        .map(|v| v["elapsed_ms"].clone());
-    println!(
-        "load: sidecar process start to Listening with {count} keys: {:.2} s (its \"Keys loaded\" elapsed_ms: {})",
-        to_listening.as_secs_f64(),
-        logged.unwrap_or_default()
-    );
+    // Twice: the first start after a bulk insert also pays PostgreSQL's first read of fresh rows (hint bits,
+    // autovacuum starting on the new table); the second is a sidecar restarting against a settled table.
+    for attempt in ["first", "second"] {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let config = base_config(dir.path(), echo_upstream().await, "");
+        let started = Instant::now();
+        let kw = Keyward::start_in(
+            dir,
+            &config,
+            &[
+                ("KEYWARD_STORE__KIND", "postgres"),
+                ("KEYWARD_STORE__URL", &url),
+            ],
+        )
+        .await;
+        let to_listening = started.elapsed();
+        let logged = kw
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "Keys loaded")
+            .map(|v| v["elapsed_ms"].clone());
+        println!(
+            "load: sidecar process start to Listening with {count} keys ({attempt} start): {:.2} s (its \"Keys loaded\" elapsed_ms: {})",
+            to_listening.as_secs_f64(),
+            logged.unwrap_or_default()
+        );
+        drop(kw);
+    }
 }
 
 /// Where the load time goes: the rows alone (server and wire), then decoding alone (one thread).

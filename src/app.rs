@@ -45,6 +45,7 @@ pub struct App {
     proxy_state: Arc<ProxyState>,
     admin_state: Arc<AdminState>,
     store_watch: Option<StoreWatch>,
+    primed: Option<postgres::listen::Primed>,
 }
 
 /// The store-specific task that keeps the in-memory map current.
@@ -114,15 +115,33 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let (store, store_watch) = open_store(&config.store)?;
         let cache = Arc::new(KeyCache::new());
+        let metrics = Arc::new(Metrics::new(store.kind()));
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let started = std::time::Instant::now();
-        cache.apply(ChangeEvent::Reload(store.load_all().await?));
+        let primed = match &store_watch {
+            // The change feed listens before the first read, and that read is the initial load.
+            Some(StoreWatch::Postgres(pg)) => Some(
+                postgres::listen::prime(
+                    pg,
+                    &postgres::listen::SyncTarget {
+                        cache: Arc::clone(&cache),
+                        metrics: Arc::clone(&metrics),
+                        write_lock: Arc::clone(&write_lock),
+                    },
+                )
+                .await?,
+            ),
+            _ => {
+                cache.apply(ChangeEvent::Reload(store.load_all().await?));
+                None
+            }
+        };
         tracing::info!(
             keys = cache.len(),
             store = store.kind(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Keys loaded"
         );
-        let metrics = Arc::new(Metrics::new(store.kind()));
         let auth = Arc::new(Authenticator::new(
             Arc::clone(&cache),
             &config.auth,
@@ -144,7 +163,7 @@ impl App {
             bootstrap_token: config.admin.bootstrap_token.clone(),
             max_body: config.limits.max_admin_body,
             access_log: config.log.access_log,
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            write_lock,
             upstreams,
             upstream_store,
         });
@@ -173,6 +192,7 @@ impl App {
             proxy_state,
             admin_state,
             store_watch,
+            primed,
         })
     }
 
@@ -222,7 +242,7 @@ impl App {
                     metrics: Arc::clone(&state.metrics),
                     write_lock: Arc::clone(&state.write_lock),
                 };
-                tokio::spawn(postgres::listen::run(store, target, rx))
+                tokio::spawn(postgres::listen::run(store, target, rx, self.primed))
             }
         });
         shutdown.await;

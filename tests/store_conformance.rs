@@ -378,15 +378,17 @@ async fn postgres_change_feed_applies_writes_from_elsewhere_to_the_map() {
         write_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let feed = tokio::spawn(listen::run(
-        PostgresStore::open(&url).unwrap(),
-        target,
-        stop_rx,
-    ));
-    // The first connect reloads in full.
-    wait_for(|| cache.by_id(&before.id).is_some()).await;
-    // Another writer (a second store on the same database, like another sidecar).
+    // The sidecar's start: the feed listens, then its first full read is the initial load.
+    let feed_store = PostgresStore::open(&url).unwrap();
+    let primed = listen::prime(&feed_store, &target).await.unwrap();
+    assert!(cache.by_id(&before.id).is_some());
+    // Another writer (a second store on the same database, like another sidecar) commits after that read
+    // and before the feed task runs: the feed was already listening, so the write is not missed.
     let other = PostgresStore::connect(&url).await.unwrap();
+    let between = key("between");
+    other.insert(between.clone()).await.unwrap();
+    let feed = tokio::spawn(listen::run(feed_store, target, stop_rx, Some(primed)));
+    wait_for(|| cache.by_id(&between.id).is_some()).await;
     let k = key("from-elsewhere");
     other.insert(k.clone()).await.unwrap();
     let started = Instant::now();

@@ -73,6 +73,45 @@ impl KeyEntry {
     }
 }
 
+/// Cache entries for a full key set, prepared (claims parsed) on one thread per CPU the process may use.
+fn prepare_entries(keys: Vec<ApiKey>) -> Vec<Arc<KeyEntry>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if threads == 1 || keys.len() < 10_000 {
+        return keys
+            .into_iter()
+            .map(|k| Arc::new(KeyEntry::new(k)))
+            .collect();
+    }
+    let per_thread = keys.len().div_ceil(threads);
+    let mut keys = keys;
+    let mut parts = Vec::with_capacity(threads);
+    while keys.len() > per_thread {
+        parts.push(keys.split_off(keys.len() - per_thread));
+    }
+    parts.push(keys);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    part.into_iter()
+                        .map(|k| Arc::new(KeyEntry::new(k)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut entries = Vec::new();
+        for handle in handles {
+            // A panic here is a bug in claim parsing, not input: surface it.
+            match handle.join() {
+                Ok(part) => entries.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        entries
+    })
+}
+
 // === impl Indexes ===
 
 impl Indexes {
@@ -87,10 +126,7 @@ impl Indexes {
     /// Fresh indexes from a store's full key set (ids, client ids and names are unique there): the three maps
     /// are filled on separate threads, since a million keys are loaded at start.
     fn build(keys: Vec<ApiKey>) -> Self {
-        let entries: Vec<Arc<KeyEntry>> = keys
-            .into_iter()
-            .map(|k| Arc::new(KeyEntry::new(k)))
-            .collect();
+        let entries = prepare_entries(keys);
         let fresh = Self::with_capacity(entries.len());
         let fill = |map: &DashMap<Box<str>, Arc<KeyEntry>>, field: fn(&ApiKey) -> &str| {
             for e in &entries {

@@ -2,6 +2,10 @@
 //! is read back and applied to the map. Notifications sent while disconnected are lost, so after every
 //! (re)connect the map is reloaded in full and swapped in atomically. The connection is checked every few
 //! seconds; when it drops, the sidecar keeps serving from memory and reconnects with backoff.
+//!
+//! At start the feed connects and listens first, and the sidecar's initial load is that first full read
+//! ([`prime`]): nothing committed between the two is missed, and a million keys are read once, not twice (a
+//! second full read would also hold two maps in memory at once).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -54,23 +58,46 @@ enum Ended {
     Lost(StoreError),
 }
 
-/// Keep `target` in sync with `store` until `stop` turns true.
-pub async fn run(store: PostgresStore, target: SyncTarget, mut stop: watch::Receiver<bool>) {
+/// A change feed that is connected and listening, whose full read is already in the map.
+pub struct Primed(Session);
+
+/// Connect the feed, `LISTEN`, then read every key into `target`'s map: the sidecar's initial load.
+pub async fn prime(store: &PostgresStore, target: &SyncTarget) -> Result<Primed, StoreError> {
+    let session = Session::open(store).await?;
+    session.reload(target).await?;
+    target.metrics.store_up.set(1);
+    Ok(Primed(session))
+}
+
+/// Keep `target` in sync with `store` until `stop` turns true, starting with the `primed` feed if given.
+pub async fn run(
+    store: PostgresStore,
+    target: SyncTarget,
+    mut stop: watch::Receiver<bool>,
+    primed: Option<Primed>,
+) {
     let mut delay = BACKOFF.0;
-    let mut connected_before = false;
+    let mut connected_before = primed.is_some();
+    let mut primed = primed.map(|p| p.0);
     loop {
-        let session = tokio::select! {
-            s = Session::open(&store) => s,
-            _ = stop.changed() => return,
+        let (session, loaded) = match primed.take() {
+            Some(session) => (Ok(session), true),
+            None => {
+                let opened = tokio::select! {
+                    s = Session::open(&store) => s,
+                    _ = stop.changed() => return,
+                };
+                (opened, false)
+            }
         };
         let ended = match session {
             Ok(mut session) => {
-                if connected_before {
+                if connected_before && !loaded {
                     target.metrics.store_reconnects.inc();
                 }
                 connected_before = true;
                 delay = BACKOFF.0;
-                session.serve(&target, &mut stop).await
+                session.serve(&target, &mut stop, loaded).await
             }
             Err(e) => Ended::Lost(e),
         };
@@ -138,10 +165,18 @@ impl Session {
         Ok(session)
     }
 
-    /// Reload in full, then apply notifications until the connection is lost or `stop` turns true.
-    async fn serve(&mut self, target: &SyncTarget, stop: &mut watch::Receiver<bool>) -> Ended {
-        if let Err(e) = self.reload(target).await {
-            return Ended::Lost(e);
+    /// Reload in full (unless this session's read is `loaded` already), then apply notifications until the
+    /// connection is lost or `stop` turns true.
+    async fn serve(
+        &mut self,
+        target: &SyncTarget,
+        stop: &mut watch::Receiver<bool>,
+        loaded: bool,
+    ) -> Ended {
+        if !loaded {
+            if let Err(e) = self.reload(target).await {
+                return Ended::Lost(e);
+            }
         }
         target.metrics.store_up.set(1);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -178,7 +213,7 @@ impl Session {
         tracing::info!(
             keys = count,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "Store change feed connected: keys reloaded"
+            "Store change feed connected: keys read"
         );
         Ok(())
     }

@@ -131,25 +131,44 @@ impl PostgresStore {
     }
 }
 
-/// Read every key as a stream, decoding on a blocking thread while rows still arrive (1 000 000 keys must load
-/// in seconds, and the decoding must not stall the async workers).
+/// Read every key as a stream, decoding on blocking threads (one per CPU the process may use) while rows still
+/// arrive: 1 000 000 keys must load in seconds, and the decoding must not stall the async workers.
 pub(crate) async fn load_all(client: &tokio_postgres::Client) -> Result<Vec<ApiKey>, StoreError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(8);
-    let decoder = tokio::task::spawn_blocking(move || {
-        let mut keys = Vec::new();
-        while let Some(chunk) = rx.blocking_recv() {
-            for text in chunk {
-                keys.push(decode(&text)?);
-            }
-        }
-        Ok::<_, StoreError>(keys)
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<String>>(8);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let decoders: Vec<_> = (0..threads)
+        .map(|_| {
+            let rx = Arc::clone(&rx);
+            tokio::task::spawn_blocking(move || {
+                let mut keys = Vec::new();
+                loop {
+                    // The lock is held while waiting for the next chunk, never while decoding one.
+                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+                    let Some(chunk) = next else { break };
+                    for text in chunk {
+                        keys.push(decode(&text)?);
+                    }
+                }
+                Ok::<_, StoreError>(keys)
+            })
+        })
+        .collect();
     let streamed = stream_records(client, tx).await;
-    let decoded = decoder
-        .await
-        .map_err(|e| StoreError::Other(format!("decode task: {e}")))?;
+    let mut keys = Vec::new();
+    let mut failed = None;
+    for decoder in decoders {
+        match decoder.await {
+            Ok(Ok(part)) if keys.is_empty() => keys = part,
+            Ok(Ok(part)) => keys.extend(part),
+            Ok(Err(e)) => failed = failed.or(Some(e)),
+            Err(e) => failed = failed.or(Some(StoreError::Other(format!("decode task: {e}")))),
+        }
+    }
     // A decode error closes the channel and so ends the stream early: report it first.
-    let keys = decoded?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     streamed?;
     Ok(keys)
 }
