@@ -5,11 +5,15 @@
 //! remembered for `2 × window` after it is first seen.
 //!
 //! Layout: [`SHARDS`] independent `Mutex<Shard>`s, picked by the token digest. Each shard holds a map from
-//! `sha256(key_id ‖ 0 ‖ token)` to expiry, plus a FIFO of `(digest, expiry)` in insertion order. Expiry is
+//! the first 128 bits of `sha256(salt ‖ key_id ‖ 0 ‖ token)` to expiry, plus a FIFO of `(digest, expiry)` in
+//! insertion order. The salt is random per process, so no client can choose tokens whose digests collide in
+//! the map: the digest's own bits are its hash (no second hash per lookup), and 128 bits keep an accidental
+//! collision out of reach (about 2^-128 per pair). Expiry is
 //! `now + lifetime` with one lifetime for all entries, so the FIFO is (nearly) sorted by expiry and purging
 //! pops from its front: amortised O(1) per insert, never a scan. A global counter bounds the entries.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -35,16 +39,17 @@ pub enum Replay {
 /// A bounded, sharded set of recently accepted (key id, token) pairs. `Send + Sync`; share it via `Arc`.
 pub struct ReplayCache {
     shards: Box<[Mutex<Shard>]>,
+    salt: [u8; 16],
     lifetime: Duration,
     max_entries: usize,
     len: AtomicUsize,
 }
 
-type TokenDigest = [u8; 32];
+type TokenDigest = u128;
 
 #[derive(Default)]
 struct Shard {
-    expiry: HashMap<TokenDigest, Instant>,
+    expiry: HashMap<TokenDigest, Instant, BuildHasherDefault<DigestHasher>>,
     order: VecDeque<(TokenDigest, Instant)>,
 }
 
@@ -57,6 +62,7 @@ impl ReplayCache {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
         Self {
             shards,
+            salt: rand::random(),
             lifetime: window.saturating_mul(2).min(MAX_LIFETIME),
             max_entries,
             len: AtomicUsize::new(0),
@@ -68,12 +74,13 @@ impl ReplayCache {
     /// an entry still inside its window: refuse instead). Expired entries are purged opportunistically: the
     /// touched shard's expired front on every call, every shard's only when the cache looks full.
     pub fn check_and_insert(&self, key_id: &str, token: &[u8], now: Instant) -> Result<(), Replay> {
-        let digest = token_digest(key_id, token);
+        let digest = token_digest(&self.salt, key_id, token);
         let Some(expires) = now.checked_add(self.lifetime) else {
             // Unrepresentable expiry: refuse rather than remember the token for less than its window.
             return Err(Replay::Full);
         };
-        let shard = &self.shards[usize::from(digest[0]) % SHARDS];
+        // The low bits pick the map slot; the top byte picks the shard.
+        let shard = &self.shards[usize::from((digest >> 120) as u8) % SHARDS];
         match self.try_insert(&mut lock(shard), digest, now, expires) {
             Err(Replay::Full) => {}
             other => return other,
@@ -179,12 +186,39 @@ impl Shard {
 
 /// Fixed-size key: bounds memory per entry whatever the token length, and separates key ids (the `0` byte
 /// cannot occur inside a header-borne key id).
-fn token_digest(key_id: &str, token: &[u8]) -> TokenDigest {
+fn token_digest(salt: &[u8; 16], key_id: &str, token: &[u8]) -> TokenDigest {
     let mut hasher = Sha256::new();
+    hasher.update(salt);
     hasher.update(key_id.as_bytes());
     hasher.update([0u8]);
     hasher.update(token);
-    hasher.finalize().into()
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// The map's hasher: a digest of secret-salted SHA-256 is already uniform, so its low 64 bits are the hash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed here (`write_u128`); fold anything else in, for completeness.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
 }
 
 /// A poisoned shard still holds a consistent map (no code path panics mid-update), so keep using it.

@@ -143,7 +143,7 @@ pub fn rfc9421(
 
 /// Record a verified signature (or nonce) in the replay window; tags keep the schemes' tokens apart.
 fn remember(auth: &Authenticator, key_id: &str, tag: u8, token: &[u8]) -> Result<(), AuthFailure> {
-    let mut tagged = Vec::with_capacity(token.len() + 1);
+    let mut tagged: smallvec::SmallVec<[u8; 72]> = smallvec::SmallVec::new();
     tagged.push(tag);
     tagged.extend_from_slice(token);
     match auth
