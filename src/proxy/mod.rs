@@ -374,21 +374,14 @@ fn sanitize(
         host.as_ref(),
         state.cfg.trust_forwarded,
     );
-    match (state.cfg.preserve_host, host) {
-        // The client's Host goes on as it is (the usual case: nothing to do).
-        (true, Some(_)) if sent_host.is_some() => {}
-        (true, Some(v)) => {
-            h.insert(header::HOST, v);
-        }
-        (false, _) => match state.upstream.host() {
-            Some(v) => {
-                h.insert(header::HOST, v.clone());
-            }
-            None => {
-                h.remove(header::HOST);
-            }
-        },
-        (true, None) => {}
+    if !state.cfg.preserve_host {
+        match state.upstream.host() {
+            Some(v) => h.insert(header::HOST, v.clone()),
+            None => h.remove(header::HOST),
+        };
+    } else if let (None, Some(from_uri)) = (sent_host, host) {
+        // An absolute-form target without `Host` (HTTP/1.1 proxies' style): name it from the URI.
+        h.insert(header::HOST, from_uri);
     }
     h.insert(headers::REQUEST_ID.clone(), request_id.clone());
 }
