@@ -524,6 +524,20 @@ async fn h2c_prior_knowledge_is_served() {
     assert_eq!(resp.status(), 200);
 }
 
+/// Read one request head (no body) byte by byte, at most 16 KiB; `None` when the peer closed first.
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}
+
 /// An upstream that accepts one WebSocket-style upgrade and then echoes bytes.
 async fn upgrading_upstream() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -532,14 +546,9 @@ async fn upgrading_upstream() -> std::net::SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
-                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
                 let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
                 if !(text.contains("upgrade: websocket") && text.contains("x-auth-key-id")) {
                     let _ = s
@@ -615,7 +624,7 @@ async fn websocket_upgrades_tunnel_through_after_authentication() {
 /// An upstream that serves three requests per connection and then closes it without warning (as a keep-alive
 /// timeout does), counting the connections it accepted.
 async fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -625,13 +634,8 @@ async fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 for _ in 0..3 {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
-                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
+                    if read_head(&mut s).await.is_none() {
+                        return;
                     }
                     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                     if s.write_all(reply).await.is_err() {
