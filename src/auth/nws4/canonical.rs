@@ -78,6 +78,22 @@ pub fn fold_header_value(value: &str) -> String {
     value.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// [`fold_header_value`] without a copy when the value is already folded (the usual case).
+pub(super) fn folded(value: &str) -> std::borrow::Cow<'_, str> {
+    let already = !value.starts_with(|c: char| c.is_ascii_whitespace())
+        && !value.ends_with(|c: char| c.is_ascii_whitespace())
+        && !value
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
+        && !value.bytes().any(|b| b.is_ascii_whitespace() && b != b' ');
+    if already {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        std::borrow::Cow::Owned(fold_header_value(value))
+    }
+}
+
 /// Canonical header block and signed-header list from `(lower-case name, folded value)` pairs with unique
 /// names. The block is sorted by the lower-case name, the list by the ASCII upper-case name (§1.2, §7.1).
 pub(super) fn header_block_and_list(headers: &[(String, String)]) -> (String, String) {
@@ -301,4 +317,34 @@ pub fn signature(signing_key: &[u8; 32], string_to_sign: &str) -> [u8; 32] {
     let mut mac = new_mac(signing_key);
     mac.update(string_to_sign.as_bytes());
     mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod folding_tests {
+    use super::{fold_header_value, folded};
+
+    #[test]
+    fn folded_borrows_only_what_folding_would_leave_unchanged() {
+        for value in [
+            "",
+            "a",
+            "a b",
+            " a",
+            "a ",
+            "a  b",
+            "a\tb",
+            "a \t b",
+            "\r\n",
+            "2024-01-01T00:00:00.000Z",
+            "x,y , z",
+        ] {
+            let f = folded(value);
+            assert_eq!(f, fold_header_value(value), "{value:?}");
+            assert_eq!(
+                matches!(f, std::borrow::Cow::Borrowed(_)),
+                fold_header_value(value) == value,
+                "{value:?}"
+            );
+        }
+    }
 }

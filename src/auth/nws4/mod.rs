@@ -8,6 +8,8 @@ mod canonical;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
@@ -147,10 +149,10 @@ pub fn verify(
         return Err(Nws4Error::ChunkedUnsupported);
     }
 
-    let mut signed: smallvec::SmallVec<[(&str, String); 8]> = smallvec::SmallVec::new();
+    let mut signed: smallvec::SmallVec<[(&str, Cow<'_, str>); 8]> = smallvec::SmallVec::new();
     for name in &creds.signed_headers {
         let value = if name == "host" {
-            fold_header_value(req.host)
+            canonical::folded(req.host)
         } else {
             joined_header_value(req.headers, name)?
         };
@@ -160,7 +162,7 @@ pub fn verify(
         signed
             .iter()
             .find(|(n, _)| *n == wanted)
-            .map_or("", |(_, v)| v.as_str())
+            .map_or("", |(_, v)| v.as_ref())
     };
     if value_of(X_ND_DATE) != creds.timestamp {
         return Err(Nws4Error::TimestampMismatch);
@@ -277,23 +279,28 @@ fn url_host(url: &http::Uri) -> String {
     }
 }
 
-/// All lines of a signed header joined with `,` (ASP.NET Core `StringValues`, §5.4), then folded (§1.2).
-fn joined_header_value(headers: &http::HeaderMap, name: &str) -> Result<String, Nws4Error> {
-    let mut joined: Option<String> = None;
-    for value in headers.get_all(name) {
-        let text = value
-            .to_str()
-            .map_err(|_| Nws4Error::InvalidHeaderValue(name.to_owned()))?;
-        match joined.as_mut() {
-            Some(j) => {
-                j.push(',');
-                j.push_str(text);
-            }
-            None => joined = Some(text.to_owned()),
-        }
+/// All lines of a signed header joined with `,` (ASP.NET Core `StringValues`, §5.4), then folded (§1.2);
+/// borrowed from the request when there is one line that needs no folding.
+fn joined_header_value<'h>(
+    headers: &'h http::HeaderMap,
+    name: &str,
+) -> Result<Cow<'h, str>, Nws4Error> {
+    let invalid = || Nws4Error::InvalidHeaderValue(name.to_owned());
+    let mut lines = headers.get_all(name).iter();
+    let first = lines
+        .next()
+        .ok_or_else(|| Nws4Error::MissingSignedHeader(name.to_owned()))?
+        .to_str()
+        .map_err(|_| invalid())?;
+    let Some(second) = lines.next() else {
+        return Ok(canonical::folded(first));
+    };
+    let mut joined = String::from(first);
+    for value in std::iter::once(second).chain(lines) {
+        joined.push(',');
+        joined.push_str(value.to_str().map_err(|_| invalid())?);
     }
-    let joined = joined.ok_or_else(|| Nws4Error::MissingSignedHeader(name.to_owned()))?;
-    Ok(fold_header_value(&joined))
+    Ok(Cow::Owned(fold_header_value(&joined)))
 }
 
 /// `x-nd-content-sha256`: 64 hex characters; the streaming literal means the chunked variant (§4).
