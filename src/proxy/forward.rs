@@ -120,11 +120,16 @@ impl Upstream {
         if self.pool.is_some() {
             return Ok(Uri::from(pq));
         }
+        self.absolute(pq).ok_or_else(invalid)
+    }
+
+    /// `pq` on this upstream's scheme and authority.
+    fn absolute(&self, pq: PathAndQuery) -> Option<Uri> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.base.scheme().cloned();
         parts.authority = self.base.authority().cloned();
         parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).map_err(|_| invalid())
+        Uri::from_parts(parts).ok()
     }
 
     /// The authority to send as `Host` when the client's is not preserved.
@@ -159,10 +164,8 @@ impl Upstream {
         mut req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, ExchangeError> {
         if req.uri().authority().is_none() {
-            let mut parts = req.uri().clone().into_parts();
-            parts.scheme = self.base.scheme().cloned();
-            parts.authority = self.base.authority().cloned();
-            if let Ok(uri) = Uri::from_parts(parts) {
+            let pq = req.uri().path_and_query().cloned();
+            if let Some(uri) = self.absolute(pq.unwrap_or_else(|| PathAndQuery::from_static("/"))) {
                 *req.uri_mut() = uri;
             }
         }
