@@ -1,5 +1,6 @@
 //! Signature base construction (RFC 9421 §2.5) and component values (§2.1, §2.2).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use sfv::{Dictionary, List, ListEntry, Parser, SerializeValue};
@@ -9,22 +10,18 @@ use super::{SignatureError, SignatureRequest};
 
 /// RFC 9421 §2.5: one `"<id>": <value>` line per component, then
 /// `"@signature-params": <params>`; lines joined by LF, no trailing LF.
+/// Values are written straight into the base: no string per component.
 pub(crate) fn signature_base(
     req: &SignatureRequest<'_>,
     components: &[Component],
     params: &str,
 ) -> Result<String, SignatureError> {
-    let mut out = String::new();
+    let mut out = String::with_capacity(256);
     for c in components {
-        for value in component_values(req, c)? {
-            // §2.5 step 2.4: values never contain CR/LF; reject odd caller input.
-            if value.contains(['\n', '\r']) {
-                return Err(SignatureError::Malformed("newline in component value"));
-            }
-            let _ = writeln!(out, "{}: {}", c.id, value);
-        }
+        write_component(&mut out, req, c)?;
     }
-    let _ = write!(out, "\"@signature-params\": {params}");
+    out.push_str("\"@signature-params\": ");
+    out.push_str(params);
     Ok(out)
 }
 
@@ -32,62 +29,95 @@ fn missing(c: &Component) -> SignatureError {
     SignatureError::component(SignatureError::MissingComponent, &c.id)
 }
 
-/// Values for one component: one, except `@query-param` with a repeated name (§2.2.8).
-fn component_values(
+/// The line(s) for one component: one, except `@query-param` with a repeated name (§2.2.8).
+fn write_component(
+    out: &mut String,
     req: &SignatureRequest<'_>,
     c: &Component,
-) -> Result<Vec<String>, SignatureError> {
+) -> Result<(), SignatureError> {
     let path = if req.path.is_empty() { "/" } else { req.path };
-    let query = req.query.map(|q| format!("?{q}")).unwrap_or_default();
-    let value = match &c.kind {
-        ComponentKind::Method => req.method.as_str().to_owned(),
-        ComponentKind::Scheme => req.scheme.to_ascii_lowercase(),
-        ComponentKind::Authority => normalize_authority(req.scheme, req.authority),
-        ComponentKind::TargetUri => format!(
-            "{}://{}{path}{query}",
-            req.scheme.to_ascii_lowercase(),
-            req.authority
-        ),
-        ComponentKind::RequestTarget => {
-            if req.method == http::Method::CONNECT {
-                req.authority.to_owned()
-            } else {
-                format!("{path}{query}")
-            }
-        }
-        ComponentKind::Path => path.to_owned(),
-        ComponentKind::Query => format!("?{}", req.query.unwrap_or_default()),
-        ComponentKind::QueryParam(name) => {
-            let values = query_param(req.query.unwrap_or_default(), name);
-            return if values.is_empty() {
-                Err(missing(c))
-            } else {
-                Ok(values)
-            };
-        }
-        ComponentKind::Field { name, sf, key } => {
-            let raw = field_value(req.headers, name)?.ok_or_else(|| missing(c))?;
-            match key {
-                Some(key) => dictionary_member(&raw, key)?.ok_or_else(|| missing(c))?,
-                None if *sf => reserialize(&raw)?,
-                None => raw,
-            }
+    let query = |out: &mut String| {
+        if let Some(q) = req.query {
+            out.push('?');
+            out.push_str(q);
         }
     };
-    Ok(vec![value])
+    out.push_str(&c.id);
+    out.push_str(": ");
+    let start = out.len();
+    match &c.kind {
+        ComponentKind::Method => out.push_str(req.method.as_str()),
+        ComponentKind::Scheme => push_lowercase(out, req.scheme),
+        ComponentKind::Authority => write_authority(out, req.scheme, req.authority),
+        ComponentKind::TargetUri => {
+            push_lowercase(out, req.scheme);
+            out.push_str("://");
+            out.push_str(req.authority);
+            out.push_str(path);
+            query(out);
+        }
+        ComponentKind::RequestTarget if req.method == http::Method::CONNECT => {
+            out.push_str(req.authority);
+        }
+        ComponentKind::RequestTarget => {
+            out.push_str(path);
+            query(out);
+        }
+        ComponentKind::Path => out.push_str(path),
+        ComponentKind::Query => {
+            out.push('?');
+            out.push_str(req.query.unwrap_or_default());
+        }
+        ComponentKind::QueryParam(name) => {
+            // Form-encoded values: no CR/LF can be in them.
+            let values = query_param(req.query.unwrap_or_default(), name);
+            let (first, rest) = values.split_first().ok_or_else(|| missing(c))?;
+            out.push_str(first);
+            for value in rest {
+                out.push('\n');
+                out.push_str(&c.id);
+                out.push_str(": ");
+                out.push_str(value);
+            }
+            out.push('\n');
+            return Ok(());
+        }
+        ComponentKind::Field { sf, key } => {
+            let raw = field_value(req.headers, c.name())?.ok_or_else(|| missing(c))?;
+            match key {
+                Some(key) => {
+                    out.push_str(&dictionary_member(&raw, key)?.ok_or_else(|| missing(c))?)
+                }
+                None if *sf => out.push_str(&reserialize(&raw)?),
+                None => out.push_str(&raw),
+            }
+        }
+    }
+    // §2.5 step 2.4: values never contain CR/LF; reject odd caller input.
+    if out[start..].contains(['\n', '\r']) {
+        return Err(SignatureError::Malformed("newline in component value"));
+    }
+    out.push('\n');
+    Ok(())
+}
+
+fn push_lowercase(out: &mut String, s: &str) {
+    out.extend(s.chars().map(|c| c.to_ascii_lowercase()));
 }
 
 /// RFC 9421 §2.2.3 / RFC 9110 §4.2.3: lower-case host, default port omitted.
-fn normalize_authority(scheme: &str, authority: &str) -> String {
-    let lower = authority.to_ascii_lowercase();
-    let default = match scheme.to_ascii_lowercase().as_str() {
-        "http" => "80",
-        "https" => "443",
-        _ => return lower,
+fn write_authority(out: &mut String, scheme: &str, authority: &str) {
+    let start = out.len();
+    push_lowercase(out, authority);
+    let default = if scheme.eq_ignore_ascii_case("http") {
+        "80"
+    } else if scheme.eq_ignore_ascii_case("https") {
+        "443"
+    } else {
+        return;
     };
-    // No let-chains: the main crate's MSRV is 1.85.
-    let Some((host, port)) = lower.rsplit_once(':') else {
-        return lower;
+    let Some((host, port)) = out[start..].rsplit_once(':') else {
+        return;
     };
     let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     // `[::1]` has colons but no port: the host part must balance its brackets.
@@ -95,17 +125,17 @@ fn normalize_authority(scheme: &str, authority: &str) -> String {
         && host.starts_with('[') == host.ends_with(']')
         && port.trim_start_matches('0') == default
     {
-        return host.to_owned();
+        let host_len = host.len();
+        out.truncate(start + host_len);
     }
-    lower
 }
 
-/// RFC 9421 §2.1: all field lines, trimmed, joined with `", "`; `None` if absent.
-pub(crate) fn field_value(
-    headers: &http::HeaderMap,
+/// RFC 9421 §2.1: all field lines, trimmed, joined with `", "`; `None` if absent. A single line is borrowed.
+pub(crate) fn field_value<'h>(
+    headers: &'h http::HeaderMap,
     name: &str,
-) -> Result<Option<String>, SignatureError> {
-    let mut out: Option<String> = None;
+) -> Result<Option<Cow<'h, str>>, SignatureError> {
+    let mut out: Option<Cow<'h, str>> = None;
     for v in headers.get_all(name) {
         let s = v
             .to_str()
@@ -113,10 +143,11 @@ pub(crate) fn field_value(
             .trim_matches([' ', '\t']);
         match &mut out {
             Some(acc) => {
+                let acc = acc.to_mut();
                 acc.push_str(", ");
                 acc.push_str(s);
             }
-            None => out = Some(s.to_owned()),
+            None => out = Some(Cow::Borrowed(s)),
         }
     }
     Ok(out)
@@ -214,6 +245,12 @@ fn form_encode(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn normalize_authority(scheme: &str, authority: &str) -> String {
+        let mut out = String::new();
+        write_authority(&mut out, scheme, authority);
+        out
+    }
 
     #[test]
     fn authority_normalization() {

@@ -2,7 +2,8 @@
 //! Dictionaries via the `sfv` crate, and covered-component identifiers (§2).
 
 use sfv::{
-    BareItem, Dictionary, Item, ListEntry, Parser, RefBareItem, RefListSerializer, SerializeValue,
+    BareItem, Dictionary, Item, ListEntry, Parser, RefBareItem, RefItemSerializer,
+    RefListSerializer, SerializeValue,
 };
 
 use super::{
@@ -29,9 +30,8 @@ pub(crate) enum ComponentKind {
     /// §2.2.8 `@query-param;name="..."` (the name as given, still encoded).
     QueryParam(String),
     /// §2.1 an HTTP field, with `;sf` (§2.1.1) and/or `;key` (§2.1.2).
+    /// The lower-case field name is the component's [`Component::name`].
     Field {
-        /// Lower-case field name.
-        name: String,
         /// Re-serialize as a structured field.
         sf: bool,
         /// Dictionary member to select.
@@ -57,16 +57,13 @@ impl Component {
     }
 }
 
-/// Classify one inner-list member (RFC 9421 §2: an sf-string with parameters).
-pub(crate) fn component_from_item(item: &Item) -> Result<Component, SignatureError> {
+/// Classify one inner-list member (RFC 9421 §2: an sf-string with parameters); `id` is its serialization.
+pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, SignatureError> {
     let Some(name) = item.bare_item.as_str() else {
         return Err(SignatureError::Malformed(
             "component identifier is not a string",
         ));
     };
-    let id = item
-        .serialize_value()
-        .map_err(|_| SignatureError::Malformed("component identifier"))?;
     let unsupported = || SignatureError::component(SignatureError::UnsupportedComponent, &id);
     let kind = if let Some(derived) = name.strip_prefix('@') {
         let no_params = |k: ComponentKind| {
@@ -118,17 +115,9 @@ pub(crate) fn component_from_item(item: &Item) -> Result<Component, SignatureErr
                 _ => return Err(unsupported()),
             }
         }
-        ComponentKind::Field {
-            name: name.to_owned(),
-            sf,
-            key,
-        }
+        ComponentKind::Field { sf, key }
     };
-    Ok(Component {
-        id,
-        kind,
-        item: item.clone(),
-    })
+    Ok(Component { id, kind, item })
 }
 
 /// A bare name (`@method`, `content-digest`) or a serialized identifier
@@ -139,7 +128,10 @@ pub(crate) fn component_from_str(s: &str) -> Result<Component, SignatureError> {
     } else {
         Item::new(BareItem::String(s.to_owned()))
     };
-    component_from_item(&item)
+    let id = item
+        .serialize_value()
+        .map_err(|_| SignatureError::Malformed("component identifier"))?;
+    component_from_item(item, id)
 }
 
 /// RFC 9421 §2.5: duplicate identifiers (parameter order ignored) are an error. A signature covers a handful
@@ -168,27 +160,36 @@ pub(crate) fn serialize_params(
     serialize_inner(
         components.iter().map(|c| &c.item),
         params.iter().map(|(k, v)| (*k, v)),
+        |_| {},
     )
 }
 
 /// The inner list serialized straight from references (sfv's ref serializer): no copy of the parsed list,
-/// decimals normalized on the way (see [`normalize_decimals`]).
+/// decimals normalized on the way (see [`normalize_decimals`]). `member` gets each item's span in the
+/// output: that span is the item's serialized component identifier (§2.5), so it is not serialized twice.
 fn serialize_inner<'a>(
     items: impl Iterator<Item = &'a Item>,
     params: impl Iterator<Item = (&'a str, &'a BareItem)>,
+    mut member: impl FnMut(std::ops::Range<usize>),
 ) -> Result<String, SignatureError> {
     let bad = |_| SignatureError::Malformed("signature parameters");
     let mut out = String::with_capacity(128);
-    let mut inner = RefListSerializer::new(&mut out).open_inner_list();
-    for item in items {
-        inner = inner
-            .inner_list_bare_item(&ref_bare(&item.bare_item))
+    out.push('(');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let start = out.len();
+        let mut serializer = RefItemSerializer::new(&mut out)
+            .bare_item(&ref_bare(&item.bare_item))
             .map_err(bad)?;
         for (k, v) in &item.params {
-            inner = inner.inner_list_parameter(k, &ref_bare(v)).map_err(bad)?;
+            serializer = serializer.parameter(k, &ref_bare(v)).map_err(bad)?;
         }
+        member(start..out.len());
     }
-    let mut list = inner.close_inner_list();
+    out.push(')');
+    let mut list = RefListSerializer::new(&mut out);
     for (k, v) in params {
         list = list.parameter(k, &ref_bare(v)).map_err(bad)?;
     }
@@ -231,7 +232,7 @@ pub(crate) fn normalize_decimals(entry: &mut ListEntry) {
 /// Dictionary, rejecting keys repeated within or across lines.
 fn read_dictionary(
     headers: &http::HeaderMap,
-    name: &str,
+    name: &http::HeaderName,
     policy: &SignaturePolicy,
 ) -> Result<Option<Dictionary>, SignatureError> {
     let mut total = 0usize;
@@ -250,12 +251,18 @@ fn read_dictionary(
         if line.len() != count_members(text) {
             return Err(SignatureError::DuplicateLabel);
         }
-        let merged = dict.get_or_insert_with(Dictionary::new);
-        for (k, v) in line {
-            if merged.insert(k, v).is_some() {
-                return Err(SignatureError::DuplicateLabel);
+        let merged = match &mut dict {
+            // The usual single line is the dictionary as parsed.
+            None => dict.insert(line),
+            Some(merged) => {
+                for (k, v) in line {
+                    if merged.insert(k, v).is_some() {
+                        return Err(SignatureError::DuplicateLabel);
+                    }
+                }
+                merged
             }
-        }
+        };
         if merged.len() > policy.max_labels {
             return Err(SignatureError::TooLarge("labels"));
         }
@@ -267,13 +274,14 @@ fn read_dictionary(
 /// outside sf-strings, a comma only separates members (RFC 8941 §3.2).
 fn count_members(text: &str) -> usize {
     let (mut commas, mut in_string, mut escaped) = (0usize, false, false);
-    for c in text.chars() {
-        match (in_string, escaped, c) {
+    // The delimiters are ASCII: bytes will do.
+    for b in text.bytes() {
+        match (in_string, escaped, b) {
             (true, true, _) => escaped = false,
-            (true, false, '\\') => escaped = true,
-            (true, false, '"') => in_string = false,
-            (false, _, '"') => in_string = true,
-            (false, _, ',') => commas += 1,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (false, _, b'"') => in_string = true,
+            (false, _, b',') => commas += 1,
             _ => {}
         }
     }
@@ -289,8 +297,11 @@ pub(crate) fn parse(
     headers: &http::HeaderMap,
     policy: &SignaturePolicy,
 ) -> Result<ParsedSignature, SignatureError> {
-    let inputs = read_dictionary(headers, SIGNATURE_INPUT, policy)?;
-    let sigs = read_dictionary(headers, SIGNATURE, policy)?;
+    // Looked up by `HeaderName`: a `&str` name would be parsed and hashed again on every lookup.
+    const INPUT: http::HeaderName = http::HeaderName::from_static(SIGNATURE_INPUT);
+    const SIG: http::HeaderName = http::HeaderName::from_static(SIGNATURE);
+    let inputs = read_dictionary(headers, &INPUT, policy)?;
+    let sigs = read_dictionary(headers, &SIG, policy)?;
     let (inputs, sigs) = match (inputs, sigs) {
         (None, None) => return Err(SignatureError::Missing),
         (Some(i), Some(s)) => (i, s),
@@ -313,7 +324,9 @@ pub(crate) fn parse(
             .map(|(k, _)| k.clone())
             .ok_or(SignatureError::MissingParameter("keyid"))?,
     };
-    let (Some(input), Some(sig)) = (inputs.get(&label), sigs.get(&label)) else {
+    // Taken out of the dictionaries: the selected members are moved, not copied.
+    let (mut inputs, mut sigs) = (inputs, sigs);
+    let (Some(input), Some(sig)) = (inputs.swap_remove(&label), sigs.swap_remove(&label)) else {
         return Err(SignatureError::LabelMismatch);
     };
     build(label, input, sig, policy)
@@ -321,8 +334,8 @@ pub(crate) fn parse(
 
 fn build(
     label: String,
-    input: &ListEntry,
-    sig: &ListEntry,
+    input: ListEntry,
+    sig: ListEntry,
     policy: &SignaturePolicy,
 ) -> Result<ParsedSignature, SignatureError> {
     let ListEntry::InnerList(inner) = input else {
@@ -334,7 +347,7 @@ fn build(
         ListEntry::Item(Item {
             bare_item: BareItem::ByteSeq(b),
             ..
-        }) if !b.is_empty() => b.clone(),
+        }) if !b.is_empty() => b,
         _ => {
             return Err(SignatureError::Malformed(
                 "Signature member is not a byte sequence",
@@ -344,35 +357,40 @@ fn build(
     if inner.items.len() > policy.max_components {
         return Err(SignatureError::TooLarge("components"));
     }
+    let mut spans = smallvec::SmallVec::<[std::ops::Range<usize>; 8]>::new();
+    let params = serialize_inner(
+        inner.items.iter(),
+        inner.params.iter().map(|(k, v)| (k.as_str(), v)),
+        |span| spans.push(span),
+    )?;
     let components: Vec<Component> = inner
         .items
-        .iter()
-        .map(component_from_item)
+        .into_iter()
+        .zip(spans)
+        .map(|(item, span)| component_from_item(item, params[span].to_owned()))
         .collect::<Result<_, _>>()?;
     reject_duplicates(&components)?;
-    // RFC 9421 §2.3 signature parameters.
-    let (mut created, mut expires, mut nonce, mut tag, mut key_id, mut alg) =
-        (None, None, None, None, None, None);
-    for (k, v) in &inner.params {
+    // RFC 9421 §2.3 signature parameters, moved out of the parsed list.
+    let (mut created, mut expires, mut nonce, mut tag, mut key_id) = (None, None, None, None, None);
+    let string = |v: BareItem| match v {
+        BareItem::String(s) => Ok(s),
+        _ => Err(SignatureError::Malformed("signature parameter type")),
+    };
+    for (k, v) in inner.params {
         let bad = || SignatureError::Malformed("signature parameter type");
         match k.as_str() {
             "created" => created = Some(v.as_int().ok_or_else(bad)?),
             "expires" => expires = Some(v.as_int().ok_or_else(bad)?),
-            "nonce" => nonce = Some(v.as_str().ok_or_else(bad)?.to_owned()),
-            "tag" => tag = Some(v.as_str().ok_or_else(bad)?.to_owned()),
-            "keyid" => key_id = Some(v.as_str().ok_or_else(bad)?.to_owned()),
-            "alg" => alg = Some(v.as_str().ok_or_else(bad)?.to_owned()),
+            "nonce" => nonce = Some(string(v)?),
+            "tag" => tag = Some(string(v)?),
+            "keyid" => key_id = Some(string(v)?),
+            "alg" if string(v)? != ALG_HMAC_SHA256 => {
+                return Err(SignatureError::UnsupportedAlgorithm);
+            }
             _ => {} // unknown parameters are signed (serialized) but ignored
         }
     }
-    if alg.is_some_and(|a| a != ALG_HMAC_SHA256) {
-        return Err(SignatureError::UnsupportedAlgorithm);
-    }
     let key_id = key_id.ok_or(SignatureError::MissingParameter("keyid"))?;
-    let params = serialize_inner(
-        inner.items.iter(),
-        inner.params.iter().map(|(k, v)| (k.as_str(), v)),
-    )?;
     Ok(ParsedSignature {
         label,
         components,

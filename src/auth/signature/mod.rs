@@ -281,7 +281,7 @@ impl ParsedSignature {
     /// The whole `content-digest` field is covered (not just a `;key` member).
     fn covers_whole_content_digest(&self) -> bool {
         self.components.iter().any(|c| {
-            matches!(&c.kind, ComponentKind::Field { name, key: None, .. } if name == CONTENT_DIGEST)
+            matches!(&c.kind, ComponentKind::Field { key: None, .. }) && c.name() == CONTENT_DIGEST
         })
     }
 }
