@@ -210,10 +210,24 @@ async fn load(base: &str) {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message"] == "Keys loaded")
             .map(|v| v["elapsed_ms"].clone());
+        // Resident memory once listening, and again after the first second of serving (background frees).
+        let rss = || {
+            std::fs::read_to_string(format!("/proc/{}/status", kw.child.id()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+                })
+                .map_or_else(|| "?".to_owned(), |kb| format!("{} MiB", kb / 1024))
+        };
+        let at_listening = rss();
+        tokio::time::sleep(Duration::from_secs(1)).await;
         println!(
-            "load: sidecar process start to Listening with {count} keys ({attempt} start): {:.2} s (its \"Keys loaded\" elapsed_ms: {})",
+            "load: sidecar process start to Listening with {count} keys ({attempt} start): {:.2} s (its \"Keys loaded\" elapsed_ms: {}); RSS {at_listening}, {} a second later",
             to_listening.as_secs_f64(),
-            logged.unwrap_or_default()
+            logged.unwrap_or_default(),
+            rss()
         );
         drop(kw);
     }

@@ -18,8 +18,9 @@ pub struct Claim(Box<str>);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClaimSet {
     all: bool,
-    exact: Vec<Claim>,
-    prefixes: Vec<Box<str>>,
+    // Boxed slices, not vectors: every cached key holds one set, sized once.
+    exact: Box<[Claim]>,
+    prefixes: Box<[Box<str>]>,
 }
 
 /// Why a claim string is not acceptable.
@@ -79,16 +80,20 @@ impl fmt::Display for Claim {
 impl ClaimSet {
     /// Build from permission strings; invalid entries are ignored (they were validated when written).
     pub fn from_permissions<'a>(permissions: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut set = Self::default();
+        let (mut all, mut exact, mut prefixes) = (false, Vec::new(), Vec::new());
         for p in permissions {
             let Ok(claim) = Claim::parse(p) else { continue };
             match claim.as_str().strip_suffix('*') {
-                Some("") => set.all = true,
-                Some(prefix) => set.prefixes.push(prefix.into()),
-                None => set.exact.push(claim),
+                Some("") => all = true,
+                Some(prefix) => prefixes.push(prefix.into()),
+                None => exact.push(claim),
             }
         }
-        set
+        Self {
+            all,
+            exact: exact.into_boxed_slice(),
+            prefixes: prefixes.into_boxed_slice(),
+        }
     }
 
     /// A set granting everything.

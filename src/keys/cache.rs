@@ -27,9 +27,114 @@ pub struct KeyEntry {
 /// The indexes of one generation of the map.
 #[derive(Default)]
 struct Indexes {
-    by_client_id: DashMap<Box<str>, Arc<KeyEntry>>,
-    by_id: DashMap<Box<str>, Arc<KeyEntry>>,
-    by_name: DashMap<Box<str>, Arc<KeyEntry>>,
+    by_client_id: Index<ClientId>,
+    by_id: Index<Id>,
+    by_name: Index<Name>,
+}
+
+/// Which field of a key an [`Index`] is keyed by.
+trait Field {
+    fn of(key: &ApiKey) -> &str;
+}
+
+struct ClientId;
+struct Id;
+struct Name;
+
+impl Field for ClientId {
+    fn of(key: &ApiKey) -> &str {
+        &key.client_id
+    }
+}
+
+impl Field for Id {
+    fn of(key: &ApiKey) -> &str {
+        &key.id
+    }
+}
+
+impl Field for Name {
+    fn of(key: &ApiKey) -> &str {
+        &key.name
+    }
+}
+
+/// One index: a concurrent set of entries hashed and compared by one of their fields, so it holds no copy of
+/// that field (with a million keys, three indexes of copied strings were about 200 MB of the resident size).
+struct Index<F: Field>(DashMap<Indexed<F>, ()>);
+
+/// An entry as its own index key: hashes and compares as `F::of(&entry.key)`, and is `Borrow<str>` for lookups.
+struct Indexed<F: Field>(Arc<KeyEntry>, std::marker::PhantomData<F>);
+
+impl<F: Field> Indexed<F> {
+    fn field(&self) -> &str {
+        F::of(&self.0.key)
+    }
+}
+
+impl<F: Field> std::borrow::Borrow<str> for Indexed<F> {
+    fn borrow(&self) -> &str {
+        self.field()
+    }
+}
+
+impl<F: Field> std::hash::Hash for Indexed<F> {
+    // As `str` hashes: `Borrow<str>` requires the same hash for the same text.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.field().hash(state);
+    }
+}
+
+impl<F: Field> PartialEq for Indexed<F> {
+    fn eq(&self, other: &Self) -> bool {
+        self.field() == other.field()
+    }
+}
+
+impl<F: Field> Eq for Indexed<F> {}
+
+impl<F: Field> Default for Index<F> {
+    fn default() -> Self {
+        Self(DashMap::default())
+    }
+}
+
+impl<F: Field> Index<F> {
+    fn with_capacity(n: usize) -> Self {
+        Self(DashMap::with_capacity(n))
+    }
+
+    fn get(&self, field: &str) -> Option<Arc<KeyEntry>> {
+        self.0.get(field).map(|r| Arc::clone(&r.key().0))
+    }
+
+    /// Insert `entry`, replacing (in one step, under the shard's lock) an entry with the same field.
+    fn put(&self, entry: Arc<KeyEntry>) {
+        match self.0.entry(Indexed(entry, std::marker::PhantomData)) {
+            dashmap::Entry::Occupied(o) => {
+                o.replace_entry(());
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(());
+            }
+        }
+    }
+
+    fn remove(&self, field: &str) -> Option<Arc<KeyEntry>> {
+        self.0.remove(field).map(|(k, ())| k.0)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = Arc<KeyEntry>> + '_ {
+        self.0.iter().map(|r| Arc::clone(&r.key().0))
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&KeyEntry)) {
+        self.0.iter().for_each(|r| f(&r.key().0));
+    }
 }
 
 /// The in-memory key map.
@@ -55,7 +160,13 @@ pub struct StateCounts {
 
 impl KeyEntry {
     /// Prepare a key for the cache.
-    pub fn new(key: ApiKey) -> Self {
+    pub fn new(mut key: ApiKey) -> Self {
+        // A decoded list keeps its growth capacity (four slots for one or two permissions): a million keys
+        // are held for the life of the process, so hold them at their size.
+        key.permissions.shrink_to_fit();
+        if let Some(schemes) = key.schemes.as_mut() {
+            schemes.shrink_to_fit();
+        }
         let claims = ClaimSet::from_permissions(key.permissions.iter().map(String::as_str));
         Self {
             key,
@@ -117,9 +228,9 @@ fn prepare_entries(keys: Vec<ApiKey>) -> Vec<Arc<KeyEntry>> {
 impl Indexes {
     fn with_capacity(n: usize) -> Self {
         Self {
-            by_client_id: DashMap::with_capacity(n),
-            by_id: DashMap::with_capacity(n),
-            by_name: DashMap::with_capacity(n),
+            by_client_id: Index::with_capacity(n),
+            by_id: Index::with_capacity(n),
+            by_name: Index::with_capacity(n),
         }
     }
 
@@ -128,25 +239,22 @@ impl Indexes {
     fn build(keys: Vec<ApiKey>) -> Self {
         let entries = prepare_entries(keys);
         let fresh = Self::with_capacity(entries.len());
-        let fill = |map: &DashMap<Box<str>, Arc<KeyEntry>>, field: fn(&ApiKey) -> &str| {
-            for e in &entries {
-                map.insert(field(&e.key).into(), Arc::clone(e));
-            }
-        };
         std::thread::scope(|scope| {
-            scope.spawn(|| fill(&fresh.by_id, |k| &k.id));
-            scope.spawn(|| fill(&fresh.by_client_id, |k| &k.client_id));
-            fill(&fresh.by_name, |k| &k.name);
+            scope.spawn(|| entries.iter().for_each(|e| fresh.by_id.put(Arc::clone(e))));
+            scope.spawn(|| {
+                entries
+                    .iter()
+                    .for_each(|e| fresh.by_client_id.put(Arc::clone(e)));
+            });
+            entries
+                .iter()
+                .for_each(|e| fresh.by_name.put(Arc::clone(e)));
         });
         fresh
     }
 
     fn upsert(&self, key: ApiKey) {
-        if let Some(old) = self
-            .by_id
-            .get(key.id.as_str())
-            .map(|e| Arc::clone(e.value()))
-        {
+        if let Some(old) = self.by_id.get(&key.id) {
             if old.key.version > key.version {
                 return; // an older change arriving late
             }
@@ -158,15 +266,13 @@ impl Indexes {
             }
         }
         let entry = Arc::new(KeyEntry::new(key));
-        self.by_client_id
-            .insert(entry.key.client_id.as_str().into(), Arc::clone(&entry));
-        self.by_name
-            .insert(entry.key.name.as_str().into(), Arc::clone(&entry));
-        self.by_id.insert(entry.key.id.as_str().into(), entry);
+        self.by_client_id.put(Arc::clone(&entry));
+        self.by_name.put(Arc::clone(&entry));
+        self.by_id.put(entry);
     }
 
     fn delete(&self, id: &str) {
-        if let Some((_, old)) = self.by_id.remove(id) {
+        if let Some(old) = self.by_id.remove(id) {
             self.by_client_id.remove(old.key.client_id.as_str());
             self.by_name.remove(old.key.name.as_str());
         }
@@ -192,41 +298,26 @@ impl KeyCache {
 
     /// The key with this client id (the authentication index).
     pub fn by_client_id(&self, client_id: &str) -> Option<Arc<KeyEntry>> {
-        self.current
-            .load()
-            .by_client_id
-            .get(client_id)
-            .map(|e| Arc::clone(e.value()))
+        self.current.load().by_client_id.get(client_id)
     }
 
     /// The key with this id.
     pub fn by_id(&self, id: &str) -> Option<Arc<KeyEntry>> {
-        self.current
-            .load()
-            .by_id
-            .get(id)
-            .map(|e| Arc::clone(e.value()))
+        self.current.load().by_id.get(id)
     }
 
     /// The key named by id, then name, then client id (seed 003: "by id or name").
     pub fn find(&self, id_or_name: &str) -> Option<Arc<KeyEntry>> {
         let idx = self.current.load();
-        let hit = idx
-            .by_id
+        idx.by_id
             .get(id_or_name)
             .or_else(|| idx.by_name.get(id_or_name))
-            .or_else(|| idx.by_client_id.get(id_or_name));
-        hit.map(|e| Arc::clone(e.value()))
+            .or_else(|| idx.by_client_id.get(id_or_name))
     }
 
     /// Every key (admin listing; never on the request path).
     pub fn snapshot(&self) -> Vec<Arc<KeyEntry>> {
-        self.current
-            .load()
-            .by_id
-            .iter()
-            .map(|e| Arc::clone(e.value()))
-            .collect()
+        self.current.load().by_id.entries().collect()
     }
 
     /// Number of keys.
@@ -242,14 +333,15 @@ impl KeyCache {
     /// Count keys by state at `now`.
     pub fn state_counts(&self, now: DateTime<Utc>) -> StateCounts {
         let mut c = StateCounts::default();
-        for e in self.current.load().by_id.iter() {
-            match e.key.state(now) {
+        self.current
+            .load()
+            .by_id
+            .for_each(|e| match e.key.state(now) {
                 KeyState::Usable => c.active += 1,
                 KeyState::Inactive => c.inactive += 1,
                 KeyState::Revoked => c.revoked += 1,
                 KeyState::Expired => c.expired += 1,
-            }
-        }
+            });
         c
     }
 }
@@ -283,6 +375,23 @@ mod tests {
         assert!(c.find("old").is_none());
         assert_eq!(c.find("new").map(|e| e.key.version), Some(2));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn an_update_replaces_the_entry_in_every_index() {
+        // The indexes key on the entry itself: an update must replace the key too, not only the value.
+        let c = KeyCache::new();
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 1))));
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 2))));
+        assert_eq!(c.by_client_id("c1").map(|e| e.key.version), Some(2));
+        assert_eq!(c.by_id("1").map(|e| e.key.version), Some(2));
+        assert_eq!(c.find("n").map(|e| e.key.version), Some(2));
+        let idx = c.current.load();
+        for index_len in [idx.by_id.len(), idx.by_client_id.len(), idx.by_name.len()] {
+            assert_eq!(index_len, 1);
+        }
+        let held = idx.by_name.get("n").map(|e| e.key.version);
+        assert_eq!(held, Some(2));
     }
 
     #[test]
