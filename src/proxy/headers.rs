@@ -197,10 +197,10 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     trust: bool,
 ) {
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| trust);
+    let prior = trust
+        .then(|| headers.get(&X_FORWARDED_FOR))
+        .flatten()
+        .and_then(|v| v.to_str().ok());
     let xff = match prior {
         Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.ip())).ok(),
         None => Some(peer_value(peer.ip())),
