@@ -3,9 +3,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use sfv::{Dictionary, List, ListEntry, Parser, SerializeValue};
+use sfv::{Dictionary, FieldType as _, List, ListEntry, Parser};
 
-use super::input::{Component, ComponentKind, normalize_decimals};
+use super::input::{Component, ComponentKind};
 use super::{SignatureError, SignatureRequest};
 
 /// RFC 9421 §2.5: one `"<id>": <value>` line per component, then
@@ -155,38 +155,28 @@ pub(crate) fn field_value<'h>(
 
 /// RFC 9421 §2.1.1 `;sf`: parse and re-serialize. The field's type is not
 /// known here, so Dictionary is tried first, then List (an Item serializes
-/// the same as a one-member List).
+/// the same as a one-member List). An empty field has no serialization.
 fn reserialize(raw: &str) -> Result<String, SignatureError> {
-    let bad = |_| SignatureError::Malformed("structured field value");
-    match Parser::parse_dictionary(raw.as_bytes()) {
-        Ok(mut d) => {
-            d.values_mut().for_each(normalize_decimals);
-            d.serialize_value().map_err(bad)
-        }
-        Err(_) => {
-            let mut l = Parser::parse_list(raw.as_bytes()).map_err(bad)?;
-            l.iter_mut().for_each(normalize_decimals);
-            l.serialize_value().map_err(bad)
-        }
-    }
+    let bad = || SignatureError::Malformed("structured field value");
+    let serialized = match Parser::new(raw).parse::<Dictionary>() {
+        Ok(d) => d.serialize(),
+        Err(_) => Parser::new(raw)
+            .parse::<List>()
+            .map_err(|_| bad())?
+            .serialize(),
+    };
+    serialized.ok_or_else(bad)
 }
 
 /// RFC 9421 §2.1.2 `;key`: the serialized member (with its parameters).
 fn dictionary_member(raw: &str, key: &str) -> Result<Option<String>, SignatureError> {
-    let bad = |_| SignatureError::Malformed("dictionary field value");
-    let dict: Dictionary = Parser::parse_dictionary(raw.as_bytes()).map_err(bad)?;
-    let Some(mut member) = dict.get(key).cloned() else {
-        return Ok(None);
-    };
-    normalize_decimals(&mut member);
-    let serialized = match member {
-        ListEntry::Item(item) => item.serialize_value(),
-        ListEntry::InnerList(_) => {
-            let list: List = vec![member];
-            list.serialize_value()
-        }
-    };
-    serialized.map(Some).map_err(bad)
+    let mut dict: Dictionary = Parser::new(raw)
+        .parse()
+        .map_err(|_| SignatureError::Malformed("dictionary field value"))?;
+    Ok(dict.swap_remove(key).and_then(|member| match member {
+        ListEntry::Item(item) => Some(item.serialize()),
+        inner @ ListEntry::InnerList(_) => vec![inner].serialize(),
+    }))
 }
 
 /// RFC 9421 §2.2.8: values of every parameter whose decoded name equals the
@@ -288,7 +278,7 @@ mod tests {
             reserialize("a=1,   b=2;x=1;y=2, c=(a   b   c)").unwrap(),
             "a=1, b=2;x=1;y=2, c=(a b c)"
         );
-        // sfv 0.10 alone would keep "1.50" (RFC 8941 §4.1.5 wants "1.5").
+        // RFC 9651 §4.1.5: no trailing zeros ("1.50" is "1.5").
         assert_eq!(
             reserialize("(\"foo\"   \"bar\"),   1.50, 2.000").unwrap(),
             "(\"foo\" \"bar\"), 1.5, 2.0"

@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use sfv::{BareItem, Item, ListEntry, Parser};
+use sfv::{BareItem, Dictionary, Item, ListEntry, Parser};
 use sha2::{Digest as _, Sha256, Sha512};
 use subtle::ConstantTimeEq as _;
 
@@ -58,7 +58,8 @@ impl ExpectedDigest {
         if header_value.len() > MAX_DIGEST_HEADER {
             return Err(SignatureError::TooLarge("content-digest"));
         }
-        let dict = Parser::parse_dictionary(header_value.as_bytes())
+        let dict = Parser::new(header_value)
+            .parse::<Dictionary>()
             .map_err(|_| SignatureError::Malformed("content-digest syntax"))?;
         let mut best: Option<Self> = None;
         for (key, member) in &dict {
@@ -69,7 +70,7 @@ impl ExpectedDigest {
             };
             let value = match member {
                 ListEntry::Item(Item {
-                    bare_item: BareItem::ByteSeq(v),
+                    bare_item: BareItem::ByteSequence(v),
                     ..
                 }) if v.len() == algorithm.output_len() => v.clone(),
                 _ => return Err(SignatureError::Malformed("content-digest value")),

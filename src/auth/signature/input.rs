@@ -1,10 +1,7 @@
 //! `Signature-Input` / `Signature` parsing (RFC 9421 §4.1, §4.2) as RFC 8941
 //! Dictionaries via the `sfv` crate, and covered-component identifiers (§2).
 
-use sfv::{
-    BareItem, Dictionary, Item, ListEntry, Parser, RefBareItem, RefItemSerializer,
-    RefListSerializer, SerializeValue,
-};
+use sfv::{BareItem, Dictionary, FieldType as _, Item, KeyRef, ListEntry, ListSerializer, Parser};
 
 use super::{
     ALG_HMAC_SHA256, ParsedSignature, SIGNATURE, SIGNATURE_INPUT, SignatureError, SignaturePolicy,
@@ -53,13 +50,13 @@ pub(crate) struct Component {
 impl Component {
     /// The component name without parameters.
     pub(crate) fn name(&self) -> &str {
-        self.item.bare_item.as_str().unwrap_or_default()
+        self.item.bare_item.as_string().map_or("", |s| s.as_str())
     }
 }
 
 /// Classify one inner-list member (RFC 9421 §2: an sf-string with parameters); `id` is its serialization.
 pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, SignatureError> {
-    let Some(name) = item.bare_item.as_str() else {
+    let Some(name) = item.bare_item.as_string().map(|s| s.as_str()) else {
         return Err(SignatureError::Malformed(
             "component identifier is not a string",
         ));
@@ -85,7 +82,7 @@ pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, S
                 let mut name = None;
                 for (k, v) in &item.params {
                     match (k.as_str(), v) {
-                        ("name", BareItem::String(n)) => name = Some(n.clone()),
+                        ("name", BareItem::String(n)) => name = Some(n.as_str().to_owned()),
                         ("name", _) => return Err(SignatureError::Malformed("query-param name")),
                         _ => return Err(unsupported()),
                     }
@@ -109,7 +106,7 @@ pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, S
         for (k, v) in &item.params {
             match (k.as_str(), v) {
                 ("sf", BareItem::Boolean(true)) => sf = true,
-                ("key", BareItem::String(s)) => key = Some(s.clone()),
+                ("key", BareItem::String(s)) => key = Some(s.as_str().to_owned()),
                 ("sf" | "key", _) => return Err(SignatureError::Malformed("field parameter")),
                 // `bs`, `req`, `tr` and unknown parameters are not supported.
                 _ => return Err(unsupported()),
@@ -124,13 +121,15 @@ pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, S
 /// (`"@query-param";name="a"`), as accepted by [`super::sign`].
 pub(crate) fn component_from_str(s: &str) -> Result<Component, SignatureError> {
     let item = if s.starts_with('"') {
-        Parser::parse_item(s.as_bytes()).map_err(|_| SignatureError::Malformed("component"))?
+        Parser::new(s)
+            .parse::<Item>()
+            .map_err(|_| SignatureError::Malformed("component"))?
     } else {
-        Item::new(BareItem::String(s.to_owned()))
+        let name = sfv::String::from_string(s.to_owned())
+            .map_err(|_| SignatureError::Malformed("component"))?;
+        Item::new(name)
     };
-    let id = item
-        .serialize_value()
-        .map_err(|_| SignatureError::Malformed("component identifier"))?;
+    let id = item.serialize();
     component_from_item(item, id)
 }
 
@@ -153,10 +152,7 @@ pub(crate) fn reject_duplicates(components: &[Component]) -> Result<(), Signatur
 }
 
 /// RFC 9421 §2.3: serialize the inner list of identifiers with its parameters.
-pub(crate) fn serialize_params(
-    components: &[Component],
-    params: &[(&str, BareItem)],
-) -> Result<String, SignatureError> {
+pub(crate) fn serialize_params(components: &[Component], params: &[(&KeyRef, BareItem)]) -> String {
     serialize_inner(
         components.iter().map(|c| &c.item),
         params.iter().map(|(k, v)| (*k, v)),
@@ -164,68 +160,30 @@ pub(crate) fn serialize_params(
     )
 }
 
-/// The inner list serialized straight from references (sfv's ref serializer): no copy of the parsed list,
-/// decimals normalized on the way (see [`normalize_decimals`]). `member` gets each item's span in the
-/// output: that span is the item's serialized component identifier (§2.5), so it is not serialized twice.
+/// The inner list serialized straight from references (sfv's serializers take parsed, already valid values,
+/// so this cannot fail). `member` gets each item's span in the output: that span is the item's serialized
+/// component identifier (§2.5), so it is not serialized twice.
 fn serialize_inner<'a>(
     items: impl Iterator<Item = &'a Item>,
-    params: impl Iterator<Item = (&'a str, &'a BareItem)>,
+    params: impl Iterator<Item = (&'a KeyRef, &'a BareItem)>,
     mut member: impl FnMut(std::ops::Range<usize>),
-) -> Result<String, SignatureError> {
-    let bad = |_| SignatureError::Malformed("signature parameters");
+) -> String {
     let mut out = String::with_capacity(128);
-    out.push('(');
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let start = out.len();
-        let mut serializer = RefItemSerializer::new(&mut out)
-            .bare_item(&ref_bare(&item.bare_item))
-            .map_err(bad)?;
-        for (k, v) in &item.params {
-            serializer = serializer.parameter(k, &ref_bare(v)).map_err(bad)?;
-        }
-        member(start..out.len());
+    let mut list = ListSerializer::with_buffer(&mut out);
+    let mut inner = list.inner_list();
+    // After the opening parenthesis; then one space between members (RFC 9651 §4.1.1.1).
+    let mut start = 1;
+    for item in items {
+        let written = inner
+            .bare_item(&item.bare_item)
+            .parameters(&item.params)
+            .finish();
+        member(start..written.len());
+        start = written.len() + 1;
     }
-    out.push(')');
-    let mut list = RefListSerializer::new(&mut out);
-    for (k, v) in params {
-        list = list.parameter(k, &ref_bare(v)).map_err(bad)?;
-    }
-    Ok(out)
-}
-
-fn ref_bare(b: &BareItem) -> RefBareItem<'_> {
-    match b {
-        BareItem::Integer(v) => RefBareItem::Integer(*v),
-        BareItem::Decimal(d) => RefBareItem::Decimal(d.normalize()),
-        BareItem::String(v) => RefBareItem::String(v),
-        BareItem::ByteSeq(v) => RefBareItem::ByteSeq(v),
-        BareItem::Boolean(v) => RefBareItem::Boolean(*v),
-        BareItem::Token(v) => RefBareItem::Token(v),
-    }
-}
-
-/// RFC 8941 §4.1.5 serializes decimals without trailing zeros; sfv 0.10
-/// keeps the parsed scale (`1.50`), so normalize before serializing.
-pub(crate) fn normalize_decimals(entry: &mut ListEntry) {
-    fn bare(b: &mut BareItem) {
-        if let BareItem::Decimal(d) = b {
-            *d = d.normalize();
-        }
-    }
-    fn item(i: &mut Item) {
-        bare(&mut i.bare_item);
-        i.params.values_mut().for_each(bare);
-    }
-    match entry {
-        ListEntry::Item(i) => item(i),
-        ListEntry::InnerList(l) => {
-            l.items.iter_mut().for_each(item);
-            l.params.values_mut().for_each(bare);
-        }
-    }
+    let _ = inner.finish().parameters(params);
+    let _ = list.finish();
+    out
 }
 
 /// Read all lines of `name`, enforce the size limit and parse them as one
@@ -242,7 +200,8 @@ fn read_dictionary(
         if total > policy.max_header_bytes {
             return Err(SignatureError::TooLarge("header"));
         }
-        let line = Parser::parse_dictionary(value.as_bytes())
+        let line = Parser::new(value.as_bytes())
+            .parse::<Dictionary>()
             .map_err(|_| SignatureError::Malformed("structured field syntax"))?;
         // sfv keeps the last of duplicate keys (RFC 8941 §4.2.2); detect them.
         let text = value
@@ -314,19 +273,26 @@ pub(crate) fn parse(
         return Err(SignatureError::LabelMismatch);
     }
     let label = match &policy.label {
-        Some(l) if inputs.contains_key(l) => l.clone(),
+        Some(l) if inputs.contains_key(l.as_str()) => l.clone(),
         Some(_) => return Err(SignatureError::LabelNotFound),
-        None if inputs.len() == 1 => inputs.keys().next().cloned().unwrap_or_default(),
+        None if inputs.len() == 1 => inputs
+            .keys()
+            .next()
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default(),
         // Several signatures: the first one (in header order) carrying a keyid.
         None => inputs
             .iter()
             .find(|(_, v)| matches!(v, ListEntry::InnerList(l) if l.params.contains_key("keyid")))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.as_str().to_owned())
             .ok_or(SignatureError::MissingParameter("keyid"))?,
     };
     // Taken out of the dictionaries: the selected members are moved, not copied.
     let (mut inputs, mut sigs) = (inputs, sigs);
-    let (Some(input), Some(sig)) = (inputs.swap_remove(&label), sigs.swap_remove(&label)) else {
+    let (Some(input), Some(sig)) = (
+        inputs.swap_remove(label.as_str()),
+        sigs.swap_remove(label.as_str()),
+    ) else {
         return Err(SignatureError::LabelMismatch);
     };
     build(label, input, sig, policy)
@@ -345,7 +311,7 @@ fn build(
     };
     let signature = match sig {
         ListEntry::Item(Item {
-            bare_item: BareItem::ByteSeq(b),
+            bare_item: BareItem::ByteSequence(b),
             ..
         }) if !b.is_empty() => b,
         _ => {
@@ -360,9 +326,9 @@ fn build(
     let mut spans = smallvec::SmallVec::<[std::ops::Range<usize>; 8]>::new();
     let params = serialize_inner(
         inner.items.iter(),
-        inner.params.iter().map(|(k, v)| (k.as_str(), v)),
+        inner.params.iter().map(|(k, v)| (k.as_ref(), v)),
         |span| spans.push(span),
-    )?;
+    );
     let components: Vec<Component> = inner
         .items
         .into_iter()
@@ -373,14 +339,14 @@ fn build(
     // RFC 9421 §2.3 signature parameters, moved out of the parsed list.
     let (mut created, mut expires, mut nonce, mut tag, mut key_id) = (None, None, None, None, None);
     let string = |v: BareItem| match v {
-        BareItem::String(s) => Ok(s),
+        BareItem::String(s) => Ok(std::string::String::from(s)),
         _ => Err(SignatureError::Malformed("signature parameter type")),
     };
     for (k, v) in inner.params {
         let bad = || SignatureError::Malformed("signature parameter type");
         match k.as_str() {
-            "created" => created = Some(v.as_int().ok_or_else(bad)?),
-            "expires" => expires = Some(v.as_int().ok_or_else(bad)?),
+            "created" => created = Some(v.as_integer().ok_or_else(bad)?.into()),
+            "expires" => expires = Some(v.as_integer().ok_or_else(bad)?.into()),
             "nonce" => nonce = Some(string(v)?),
             "tag" => tag = Some(string(v)?),
             "keyid" => key_id = Some(string(v)?),

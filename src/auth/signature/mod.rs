@@ -392,15 +392,22 @@ pub fn sign(
         .map(|c| input::component_from_str(c))
         .collect::<Result<_, _>>()?;
     input::reject_duplicates(&parsed)?;
+    let string = |s: String| {
+        sfv::String::from_string(s)
+            .map(sfv::BareItem::String)
+            .map_err(|_| SignatureError::Malformed("signature parameter"))
+    };
+    let created = sfv::Integer::try_from(created)
+        .map_err(|_| SignatureError::Malformed("signature parameter"))?;
     let params = input::serialize_params(
         &parsed,
         &[
-            ("created", sfv::BareItem::Integer(created)),
-            ("keyid", sfv::BareItem::String(key_id.to_owned())),
-            ("alg", sfv::BareItem::String(ALG_HMAC_SHA256.to_owned())),
-            ("nonce", sfv::BareItem::String(nonce)),
+            (sfv::key_ref("created"), sfv::BareItem::Integer(created)),
+            (sfv::key_ref("keyid"), string(key_id.to_owned())?),
+            (sfv::key_ref("alg"), string(ALG_HMAC_SHA256.to_owned())?),
+            (sfv::key_ref("nonce"), string(nonce)?),
         ],
-    )?;
+    );
     let base = base::signature_base(req, &parsed, &params)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret)
         .map_err(|_| SignatureError::Malformed("hmac key"))?;
