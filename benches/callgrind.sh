@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: a figure that does not move with the machine's noise,
+# for A/B comparisons of a change on the request path (BENCHMARKS.md quotes it).
+#   bearer   N requests with one bench key's Authorization: Bearer header (oha, 16 connections)
+#   rfc9421  N distinct RFC 9421 signed GETs (replay protection on), sent by wrk with the harness's bench.lua
+#            and a per-request header file; the count is of the requests wrk completed in 8 s
+# Keyward (release build) runs under `valgrind --tool=callgrind --instr-atstart=no`, pinned to core 0, with the
+# harness's nginx upstream; instrumentation is switched on after 2 000 warm-up requests (bearer) and off before
+# the dump, so start-up and key loading are not counted. Under valgrind sha2 runs its portable code (no SHA
+# extensions), so SHA-256 weighs far more in the signed count than it does natively.
+# Needs valgrind, nginx, oha and wrk (.ci/run does not install them). Loopback only; bounded counts and time.
+# Usage: benches/callgrind.sh [N]   (default 20000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${1:-20000}
+WORK=$(mktemp -d /tmp/keyward-callgrind.XXXXXX)
+HARNESS_DIR=${BENCH_HARNESS_DIR:-$ROOT/../shared/bench}
+PORT=${KEYWARD_BENCH_PORT:-18300}
+UP=$((PORT + 10))
+for tool in valgrind callgrind_control nginx oha wrk; do
+  command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is not installed" >&2; exit 1; }
+done
+cleanup() {
+  [[ -n "${VG_PID:-}" ]] && kill "$VG_PID" 2>/dev/null || true
+  nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "callgrind.sh: building keyward (release)" >&2
+cargo build --release --locked --bin keyward >&2
+BIN=$ROOT/target/release/keyward
+mkdir -p "$WORK/run" "$WORK/logs"
+chmod 755 "$WORK"
+sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$UP#g" "$HARNESS_DIR/conf/nginx-upstream.conf.in" >"$WORK/upstream.conf"
+taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK"
+
+python3 "$HARNESS_DIR/lib/gen_keys.py" 1000 "$WORK/keys" >/dev/null
+read -r CLIENT_ID SECRET TOKEN < <(awk -F'\t' 'NR == 501 { print $1, $2, $3 }' "$WORK/keys/keys.tsv")
+cat >"$WORK/kw.toml" <<TOML
+[proxy]
+listen = "127.0.0.1:$PORT"
+[admin]
+listen = "127.0.0.1:$((PORT + 1))"
+[store]
+path = "$WORK/keyward.db"
+[upstream]
+url = "http://127.0.0.1:$UP"
+[auth]
+clock_skew = "900s"
+replay_max_entries = 4000000
+[log]
+level = "warn"
+access_log = false
+TOML
+export KEYWARD_CONFIG=$WORK/kw.toml
+"$BIN" keys import "$WORK/keys/keys.tsv" >&2
+"$BIN" sign --scheme rfc9421 --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$((N + N / 4))" \
+  "http://127.0.0.1:$PORT/" >"$WORK/rfc9421.tsv"
+
+# Start Keyward under callgrind with instrumentation off; wait until it answers.
+start() {
+  rm -f "$WORK"/cg.out*
+  taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no "$BIN" serve \
+    >"$WORK/logs/callgrind.log" 2>&1 &
+  VG_PID=$!
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return 0; sleep 0.2; done
+  echo "callgrind.sh: keyward did not come up (see $WORK/logs/callgrind.log)" >&2
+  exit 1
+}
+# Switch instrumentation off, dump, stop; print instructions per request.
+finish() { # NAME REQUESTS
+  callgrind_control -i off "$VG_PID" >/dev/null 2>&1
+  callgrind_control -d "$VG_PID" >/dev/null 2>&1
+  sleep 0.5
+  kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true; VG_PID=""
+  local total
+  total=$(grep -h '^totals:' "$WORK"/cg.out* | awk '{ s += $2 } END { print s }')
+  echo "| $1 | $2 | $total | $((total / $2)) |"
+}
+
+echo "| target | requests | instructions | per request |"
+echo "| --- | ---: | ---: | ---: |"
+start
+taskset -c 1 oha -n 2000 -c 16 --no-tui -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/" >/dev/null
+callgrind_control -z "$VG_PID" >/dev/null 2>&1
+callgrind_control -i on "$VG_PID" >/dev/null 2>&1
+ok=$(taskset -c 1 oha -n "$N" -c 16 --no-tui --output-format json -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
+[[ "$ok" == "$N" ]] || { echo "callgrind.sh: only $ok of $N bearer requests got 200" >&2; exit 1; }
+finish bearer "$N"
+
+start
+callgrind_control -i on "$VG_PID" >/dev/null 2>&1
+out=$(BENCH_HEADERS_FILE="$WORK/rfc9421.tsv" taskset -c 1 wrk -t1 -c16 -d8s -s "$HARNESS_DIR/lib/bench.lua" \
+  "http://127.0.0.1:$PORT/")
+done_reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
+bad=$(echo "$out" | sed -n 's/.*err_status=\([0-9]*\).*/\1/p')
+[[ "${bad:-0}" == 0 ]] || { echo "callgrind.sh: $bad signed requests were refused" >&2; exit 1; }
+finish rfc9421 "$done_reqs"
