@@ -395,6 +395,40 @@ mod tests {
     }
 
     #[test]
+    fn a_key_being_updated_is_never_missing_from_lookups() {
+        // Updates replace entries in place: a request racing an update finds the old or the new version,
+        // never neither (a remove-then-insert would open a window where the key looks unknown: a 401).
+        let c = Arc::new(KeyCache::new());
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 1))));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (c, done) = (Arc::clone(&c), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    let mut misses = 0u32;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        misses += u32::from(c.by_client_id("c1").is_none());
+                        misses += u32::from(c.find("n").is_none());
+                    }
+                    misses
+                })
+            })
+            .collect();
+        for version in 2..20_000 {
+            c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", version))));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            assert_eq!(
+                reader.join().ok(),
+                Some(0),
+                "a lookup missed a key being updated"
+            );
+        }
+        assert_eq!(c.by_client_id("c1").map(|e| e.key.version), Some(19_999));
+    }
+
+    #[test]
     fn late_older_version_is_ignored() {
         let c = KeyCache::new();
         c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 3))));
