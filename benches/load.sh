@@ -16,6 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=benches/common.sh
+source benches/common.sh
 HARNESS_DIR=${BENCH_HARNESS_DIR:-$ROOT/../shared/bench}
 [[ -x "$HARNESS_DIR/run.sh" || -f "$HARNESS_DIR/run.sh" ]] || { echo "load.sh: no harness at $HARNESS_DIR" >&2; exit 2; }
 
@@ -50,22 +52,8 @@ echo "load.sh: signing $LINES RFC 9421 and $LINES NWS4 requests" >&2
 "$BIN" sign --scheme nws4 --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$LINES" "http://127.0.0.1:$PORT/" >"$BENCH_WORK/kw/nws4.tsv"
 printf 'Authorization: Bearer %s\n' "$TOKEN" >"$BENCH_WORK/kw/plain.tsv"
 
-# Keyward's bench config. Like the peers: no access log. The signatures are made before the runs, so the
-# signature window is widened to 900 s and the replay window sized for every request.
-cat >"$BENCH_WORK/kw/bench.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$PORT"
-[admin]
-listen = "127.0.0.1:$((PORT + 1))"
-[store]
-path = "$BENCH_WORK/kw/keyward.db"
-[auth]
-clock_skew = "900s"
-replay_max_entries = 4000000
-[log]
-level = "warn"
-access_log = false
-TOML
+# Keyward's bench config (benches/common.sh); the upstream is the harness's, given when it starts Keyward.
+keyward_bench_config "$BENCH_WORK/kw/bench.toml" "$PORT" "$BENCH_WORK/kw/keyward.db"
 
 # A fresh store for each harness run, the bench keys imported, then serve (pinned by the harness).
 CMD="bash -c 'export KEYWARD_CONFIG=$BENCH_WORK/kw/bench.toml; rm -f $BENCH_WORK/kw/keyward.db*; $BIN keys import \$BENCH_KEYS_TSV >&2 && KEYWARD_UPSTREAM__URL=http://\$BENCH_UPSTREAM exec $BIN serve'"

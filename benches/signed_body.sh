@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=benches/common.sh
+source benches/common.sh
 ROUNDS=${1:-200}
 WORK=$(mktemp -d /tmp/keyward-body.XXXXXX)
 HARNESS_DIR=${BENCH_HARNESS_DIR:-$ROOT/../shared/bench}
@@ -37,21 +39,7 @@ done
 
 python3 "$HARNESS_DIR/lib/gen_keys.py" 10 "$WORK/keys" >/dev/null
 read -r CLIENT_ID SECRET TOKEN < <(awk -F'\t' 'NR == 2 { print $1, $2, $3 }' "$WORK/keys/keys.tsv")
-cat >"$WORK/kw.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$PORT"
-[admin]
-listen = "127.0.0.1:$((PORT + 1))"
-[store]
-path = "$WORK/keyward.db"
-[upstream]
-url = "http://127.0.0.1:$UP"
-[auth]
-clock_skew = "900s"
-[log]
-level = "warn"
-access_log = false
-TOML
+keyward_bench_config "$WORK/kw.toml" "$PORT" "$WORK/keyward.db" "http://127.0.0.1:$UP"
 export KEYWARD_CONFIG=$WORK/kw.toml
 "$BIN" keys import "$WORK/keys/keys.tsv" >&2
 "$BIN" serve >"$WORK/logs/keyward.log" 2>&1 &

@@ -1,0 +1,19 @@
+# Shared by the bench scripts (sourced, not run): Keyward's bench config.
+#
+# keyward_bench_config FILE PORT STORE [UPSTREAM_URL] writes a config with the proxy on 127.0.0.1:PORT, the admin
+# API on PORT + 1 and the SQLite store at STORE. Like the peers it keeps no access log. Requests are signed
+# before the runs, so the signature window is widened to 900 s, and the replay window holds every request of a
+# run. Without UPSTREAM_URL the upstream comes from the environment (KEYWARD_UPSTREAM__URL).
+keyward_bench_config() {
+  local file=$1 port=$2 store=$3 upstream=${4:-}
+  {
+    printf '[proxy]\nlisten = "127.0.0.1:%s"\n' "$port"
+    printf '[admin]\nlisten = "127.0.0.1:%s"\n' "$((port + 1))"
+    printf '[store]\npath = "%s"\n' "$store"
+    if [[ -n "$upstream" ]]; then
+      printf '[upstream]\nurl = "%s"\n' "$upstream"
+    fi
+    printf '[auth]\nclock_skew = "900s"\nreplay_max_entries = 4000000\n'
+    printf '[log]\nlevel = "warn"\naccess_log = false\n'
+  } >"$file"
+}
