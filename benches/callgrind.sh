@@ -12,12 +12,10 @@
 # Usage: benches/callgrind.sh [N]   (default 20000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 # shellcheck source=benches/common.sh
 source benches/common.sh
 N=${1:-20000}
 WORK=$(mktemp -d /tmp/keyward-callgrind.XXXXXX)
-HARNESS_DIR=${BENCH_HARNESS_DIR:-$ROOT/../shared/bench}
 PORT=${KEYWARD_BENCH_PORT:-18300}
 UP=$((PORT + 10))
 for tool in valgrind callgrind_control nginx oha wrk; do
@@ -29,9 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "callgrind.sh: building keyward (release)" >&2
-cargo build --release --locked --bin keyward >&2
-BIN=$ROOT/target/release/keyward
+keyward_release callgrind.sh
 mkdir -p "$WORK/run" "$WORK/logs"
 chmod 755 "$WORK"
 sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$UP#g" "$HARNESS_DIR/conf/nginx-upstream.conf.in" >"$WORK/upstream.conf"

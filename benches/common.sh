@@ -1,4 +1,15 @@
-# Shared by the bench scripts (sourced, not run): Keyward's bench config.
+# Shared by the bench scripts (sourced from the project root, not run): where the peer harness is, the release
+# build, and Keyward's bench config.
+
+# The shared load harness (../shared/bench beside the project), or BENCH_HARNESS_DIR.
+HARNESS_DIR=${BENCH_HARNESS_DIR:-$PWD/../shared/bench}
+
+# keyward_release NAME: build Keyward in release mode (NAME says who asks) and set BIN to the binary.
+keyward_release() {
+  echo "$1: building keyward (release)" >&2
+  cargo build --release --locked --bin keyward >&2
+  BIN=$PWD/target/release/keyward
+}
 #
 # keyward_bench_config FILE PORT STORE [UPSTREAM_URL] writes a config with the proxy on 127.0.0.1:PORT, the admin
 # API on PORT + 1 and the SQLite store at STORE. Like the peers it keeps no access log. Requests are signed

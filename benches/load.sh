@@ -18,7 +18,6 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=benches/common.sh
 source benches/common.sh
-HARNESS_DIR=${BENCH_HARNESS_DIR:-$ROOT/../shared/bench}
 [[ -x "$HARNESS_DIR/run.sh" || -f "$HARNESS_DIR/run.sh" ]] || { echo "load.sh: no harness at $HARNESS_DIR" >&2; exit 2; }
 
 KEYS=1000
@@ -30,9 +29,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-echo "load.sh: building keyward (release)" >&2
-cargo build --release --locked --bin keyward >&2
-BIN=$ROOT/target/release/keyward
+keyward_release load.sh
 
 export BENCH_WORK=${BENCH_WORK:-$(mktemp -d /tmp/keyward-bench.XXXXXX)}
 export BENCH_RESULTS=${BENCH_RESULTS:-$ROOT/bench-results}

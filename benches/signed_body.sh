@@ -10,12 +10,10 @@
 # Usage: benches/signed_body.sh [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 # shellcheck source=benches/common.sh
 source benches/common.sh
 ROUNDS=${1:-200}
 WORK=$(mktemp -d /tmp/keyward-body.XXXXXX)
-HARNESS_DIR=${BENCH_HARNESS_DIR:-$ROOT/../shared/bench}
 PORT=${KEYWARD_BENCH_PORT:-18200}
 UP=$((PORT + 10)); NG=$((PORT + 11))
 cleanup() {
@@ -24,9 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "signed_body.sh: building keyward (release)" >&2
-cargo build --release --locked --bin keyward >&2
-BIN=$ROOT/target/release/keyward
+keyward_release signed_body.sh
 mkdir -p "$WORK/run" "$WORK/logs"
 chmod 755 "$WORK"
 for c in upstream plain; do
