@@ -69,7 +69,6 @@ echo "| target | requests | instructions | per request |"
 echo "| --- | ---: | ---: | ---: |"
 start
 taskset -c 1 oha -n 2000 -c 16 --no-tui -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/" >/dev/null
-callgrind_control -z "$VG_PID" >/dev/null 2>&1
 callgrind_control -i on "$VG_PID" >/dev/null 2>&1
 ok=$(taskset -c 1 oha -n "$N" -c 16 --no-tui --output-format json -H "Authorization: Bearer $TOKEN" \
   "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')

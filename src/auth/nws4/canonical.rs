@@ -80,13 +80,11 @@ pub fn fold_header_value(value: &str) -> String {
 
 /// [`fold_header_value`] without a copy when the value is already folded (the usual case).
 pub(super) fn folded(value: &str) -> std::borrow::Cow<'_, str> {
-    let already = !value.starts_with(|c: char| c.is_ascii_whitespace())
-        && !value.ends_with(|c: char| c.is_ascii_whitespace())
-        && !value
-            .as_bytes()
-            .windows(2)
-            .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
-        && !value.bytes().any(|b| b.is_ascii_whitespace() && b != b' ');
+    // Folded already: words separated by single spaces, no other whitespace, nothing at either end.
+    let already = value.is_empty()
+        || value
+            .split(' ')
+            .all(|word| !word.is_empty() && !word.bytes().any(|b| b.is_ascii_whitespace()));
     if already {
         std::borrow::Cow::Borrowed(value)
     } else {

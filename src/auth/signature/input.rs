@@ -182,7 +182,6 @@ fn serialize_inner<'a>(
         start = written.len() + 1;
     }
     let _ = inner.finish().parameters(params);
-    let _ = list.finish();
     out
 }
 
@@ -338,12 +337,12 @@ fn build(
     reject_duplicates(&components)?;
     // RFC 9421 §2.3 signature parameters, moved out of the parsed list.
     let (mut created, mut expires, mut nonce, mut tag, mut key_id) = (None, None, None, None, None);
+    let bad = || SignatureError::Malformed("signature parameter type");
     let string = |v: BareItem| match v {
         BareItem::String(s) => Ok(std::string::String::from(s)),
-        _ => Err(SignatureError::Malformed("signature parameter type")),
+        _ => Err(bad()),
     };
     for (k, v) in inner.params {
-        let bad = || SignatureError::Malformed("signature parameter type");
         match k.as_str() {
             "created" => created = Some(v.as_integer().ok_or_else(bad)?.into()),
             "expires" => expires = Some(v.as_integer().ok_or_else(bad)?.into()),
