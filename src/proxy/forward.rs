@@ -274,5 +274,5 @@ pub(super) fn finish_response(response: Response<UpstreamBody>) -> Response<Prox
     let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     super::headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     use http_body_util::BodyExt;
-    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    Response::from_parts(parts, body.boxed())
 }

@@ -12,6 +12,9 @@
 //!   half-read, a `101 Switching Protocols` or a connection hyper closed is never reused. At most `max_idle`
 //!   connections are kept idle; the upstream's keep-alive timeout closes the rest (a closed one is skipped).
 //!
+//! Bodiless requests with an idempotent method skip hyper's client connection and take the lean exchange in
+//! [`super::h1`], on a second stack of plain idle `TcpStream`s.
+//!
 //! `https://` upstreams keep hyper-util's client (TLS, h2 by ALPN).
 
 use std::pin::Pin;
@@ -25,8 +28,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use super::forward::ProxyBody;
+use super::forward::{BoxError, ProxyBody};
+use super::h1::{self, SocketBody};
 
 /// Why a pooled exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,12 @@ pub enum PoolError {
     /// The HTTP exchange failed.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// Reading or writing the connection failed (the lean exchange).
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// The upstream's response is not valid HTTP/1.1 (the lean exchange).
+    #[error("invalid response from the upstream: {0}")]
+    InvalidResponse(String),
 }
 
 /// Idle HTTP/1.1 connections to one upstream authority.
@@ -47,6 +58,8 @@ pub struct H1Pool {
     authority: String,
     host: HeaderValue,
     idle: Mutex<Vec<SendRequest<ProxyBody>>>,
+    /// Idle connections for the lean exchange ([`super::h1`]).
+    idle_streams: Mutex<Vec<TcpStream>>,
     max_idle: usize,
     connect_timeout: Duration,
 }
@@ -61,6 +74,7 @@ impl H1Pool {
             host: HeaderValue::from_str(authority)
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             idle: Mutex::new(Vec::with_capacity(max_idle.min(1024))),
+            idle_streams: Mutex::new(Vec::with_capacity(max_idle.min(1024))),
             max_idle,
             connect_timeout,
         })
@@ -73,6 +87,9 @@ impl H1Pool {
         mut req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, PoolError> {
         origin_form(&mut req, &self.host);
+        if h1::eligible(&req) {
+            return h1::send(self, req).await;
+        }
         while let Some(mut sender) = self.checkout() {
             if sender.ready().await.is_err() {
                 continue;
@@ -113,15 +130,37 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyBody>, PoolError> {
+    /// The most recently returned idle stream for the lean exchange (one closed while idle shows when used).
+    pub(super) fn checkout_stream(&self) -> Option<TcpStream> {
+        self.idle_streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    /// Keep a stream whose last response ended cleanly, unless `max_idle` are kept already.
+    pub(super) fn checkin_stream(&self, stream: TcpStream) {
+        let mut idle = self.idle_streams.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(stream);
+        }
+    }
+
+    /// A new TCP connection to the upstream (connect timeout, `TCP_NODELAY`).
+    pub(super) async fn dial(&self) -> Result<TcpStream, PoolError> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
-            tokio::net::TcpStream::connect(self.authority.as_str()),
+            TcpStream::connect(self.authority.as_str()),
         )
         .await
         .map_err(|_| PoolError::ConnectTimeout)?
         .map_err(PoolError::Connect)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<ProxyBody>, PoolError> {
+        let stream = self.dial().await?;
         let (sender, connection) = Builder::new().handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
@@ -137,18 +176,15 @@ impl H1Pool {
         sender: SendRequest<ProxyBody>,
     ) -> Response<UpstreamBody> {
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-        response.map(|inner| {
-            let mut body = UpstreamBody {
-                inner,
-                lease: reusable.then(|| Lease {
-                    pool: Arc::clone(self),
-                    sender,
-                }),
-            };
-            if body.inner.is_end_stream() {
-                body.release();
+        response.map(|body| {
+            let mut lease = reusable.then(|| Lease {
+                pool: Arc::clone(self),
+                sender,
+            });
+            if body.is_end_stream() {
+                release(&mut lease);
             }
-            body
+            UpstreamBody(Inner::Hyper { body, lease })
         })
     }
 }
@@ -182,48 +218,70 @@ struct Lease {
 }
 
 /// An upstream response body; a pooled connection goes back to its pool at the end of it.
-pub struct UpstreamBody {
-    inner: Incoming,
-    lease: Option<Lease>,
+pub struct UpstreamBody(Inner);
+
+enum Inner {
+    /// From hyper's client connection (or hyper-util's client, with no lease).
+    Hyper {
+        body: Incoming,
+        lease: Option<Lease>,
+    },
+    /// Read from the socket by the lean exchange.
+    Socket(SocketBody),
 }
 
 impl UpstreamBody {
     /// A body that holds no pooled connection (hyper-util's client manages its own).
-    pub fn unpooled(inner: Incoming) -> Self {
-        Self { inner, lease: None }
+    pub fn unpooled(body: Incoming) -> Self {
+        Self(Inner::Hyper { body, lease: None })
     }
 
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.pool.checkin(lease.sender);
-        }
+    /// A body the lean exchange reads from its socket.
+    pub(super) fn socket(body: SocketBody) -> Self {
+        Self(Inner::Socket(body))
+    }
+}
+
+fn release(lease: &mut Option<Lease>) {
+    if let Some(lease) = lease.take() {
+        lease.pool.checkin(lease.sender);
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let (body, lease) = match &mut self.0 {
+            Inner::Socket(body) => return Pin::new(body).poll_frame(cx),
+            Inner::Hyper { body, lease } => (body, lease),
+        };
+        let polled = Pin::new(&mut *body).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(None) => release(lease),
+            Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release(lease),
             // An error: the connection is not reusable; dropping the lease drops the sender.
-            Poll::Ready(Some(Err(_))) => self.lease = None,
+            Poll::Ready(Some(Err(_))) => *lease = None,
             _ => {}
         }
-        polled
+        polled.map_err(|e| Box::new(e) as BoxError)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Socket(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Socket(body) => body.size_hint(),
+        }
     }
 }
