@@ -24,6 +24,7 @@
 //! while it reads the response.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -31,6 +32,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
+use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -101,12 +103,8 @@ impl Attempt {
 fn encode_head(req: &Request<ProxyBody>) -> Vec<u8> {
     let method = req.method().as_str().as_bytes();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let fields: usize = req
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    let mut out = Vec::with_capacity(method.len() + target.len() + 13 + fields);
+    // Room for typical fields without a second pass over them to size the buffer exactly.
+    let mut out = Vec::with_capacity(64 + target.len() + 64 * req.headers().len());
     out.extend_from_slice(method);
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -203,9 +201,10 @@ struct Head {
 /// Parse a final response head off the front of `buf`, skipping interim (`1xx`) ones; `None` until complete.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, PoolError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(buf) {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let parser = httparse::ParserConfig::default();
+        let len = match parser.parse_response_with_uninit_headers(&mut parsed, buf, &mut fields) {
             Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
             Ok(httparse::Status::Complete(_)) => {
                 return Err(invalid("the response head is too large"));
@@ -230,7 +229,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Po
         };
         // Names now, values below as slices of the head's bytes (no copy): their offsets in `buf`.
         let base = buf.as_ptr() as usize;
-        let mut named = Vec::with_capacity(parsed.headers.len());
+        let mut named: SmallVec<[(HeaderName, usize, usize); 16]> = SmallVec::new();
         for field in parsed.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| invalid("invalid header name"))?;
@@ -238,7 +237,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Po
             named.push((name, start, start + field.value.len()));
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(named.len());
+        // One spare place: the request id is added on the way back.
+        let mut headers = HeaderMap::with_capacity(named.len() + 1);
         for (name, start, end) in named {
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| invalid("invalid header value"))?;
