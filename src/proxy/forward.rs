@@ -2,10 +2,12 @@
 //! TLS and h2 by ALPN for `https://` ones), the upstream URI, timeouts, and the classification of upstream
 //! failures into 502 and 504.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, Uri, uri::PathAndQuery};
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::HttpsConnector;
@@ -138,22 +140,33 @@ impl Upstream {
     }
 
     /// Send a proxied request (to this upstream's authority): a timeout is a 504, any other failure a 502.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Error> {
+    /// Not an `async fn`, so the future holds the request only once (inside the pool's or the client's own).
+    pub fn send(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + '_ {
         let pooled = self.pool.as_ref().filter(|_| {
             req.uri().authority().is_none() || req.uri().authority() == self.base.authority()
         });
-        let result = match pooled {
-            Some(pool) => match tokio::time::timeout(self.timeout, pool.send(req)).await {
-                Err(_) | Ok(Err(PoolError::ConnectTimeout)) => Err(ExchangeError::Timeout),
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(e)) => Err(failure(&e)),
-            },
-            None => self.exchange(req).await,
+        let exchange = match pooled {
+            Some(pool) => Either::Left(tokio::time::timeout(self.timeout, pool.send(req))),
+            // Boxed for the size of every request's future, as in the pool.
+            None => Either::Right(Box::pin(self.exchange(req))),
         };
-        result.map_err(|e| match e {
-            ExchangeError::Timeout => Error::UpstreamTimeout,
-            ExchangeError::Failed(detail) => Error::UpstreamUnreachable(detail),
-        })
+        async move {
+            let result = match exchange {
+                Either::Left(pooled) => match pooled.await {
+                    Err(_) | Ok(Err(PoolError::ConnectTimeout)) => Err(ExchangeError::Timeout),
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => Err(failure(&e)),
+                },
+                Either::Right(general) => general.await,
+            };
+            result.map_err(|e| match e {
+                ExchangeError::Timeout => Error::UpstreamTimeout,
+                ExchangeError::Failed(detail) => Error::UpstreamUnreachable(detail),
+            })
+        }
     }
 
     /// Send a request to any URL through the general client and tell why it failed in plain words (token

@@ -23,6 +23,7 @@
 //! Requests with a body and upgrades keep hyper's client connection ([`super::pool`]), which writes a body
 //! while it reads the response.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -60,14 +61,23 @@ pub(super) fn eligible(req: &Request<ProxyBody>) -> bool {
         && !req.headers().contains_key(header::UPGRADE)
 }
 
-/// Send `req` (origin form, `Host` set) on an idle pooled connection or a new one.
-pub(super) async fn send(
+/// Send `req` (origin form, `Host` set) on an idle pooled connection or a new one. The head is encoded before
+/// the future is made, so the future holds the encoded bytes, not the request (an `async fn` would keep both).
+pub(super) fn send(
     pool: &Arc<H1Pool>,
     req: Request<ProxyBody>,
-) -> Result<Response<UpstreamBody>, PoolError> {
+) -> impl Future<Output = Result<Response<UpstreamBody>, PoolError>> + '_ {
     let head_request = req.method() == http::Method::HEAD;
     let wire = encode_head(&req);
     drop(req);
+    send_head(pool, wire, head_request)
+}
+
+async fn send_head(
+    pool: &Arc<H1Pool>,
+    wire: Vec<u8>,
+    head_request: bool,
+) -> Result<Response<UpstreamBody>, PoolError> {
     while let Some(stream) = pool.checkout_stream() {
         match exchange(pool, stream, &wire, head_request, true).await {
             Err(Attempt::Stale) => continue,

@@ -219,7 +219,8 @@ async fn pipeline<'s>(
     };
     let mut upstream_req = Request::from_parts(parts, body);
     let used = match &registered {
-        Some(entry) => inject(state, entry, &mut upstream_req).await?,
+        // Boxed: only registered upstreams take it, and its future would enlarge every request's.
+        Some(entry) => Box::pin(inject(state, entry, &mut upstream_req)).await?,
         None => {
             *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
             None

@@ -17,12 +17,14 @@
 //!
 //! `https://` upstreams keep hyper-util's client (TLS, h2 by ALPN).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -81,15 +83,27 @@ impl H1Pool {
     }
 
     /// Send `req` on an idle connection or a new one. The URI is sent in origin form and a missing `Host` is
-    /// set to the upstream's authority.
-    pub async fn send(
+    /// set to the upstream's authority. Not an `async fn`: the request is handed on before the future is made,
+    /// so the future does not hold a copy of it.
+    pub fn send(
+        self: &Arc<Self>,
+        mut req: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, PoolError>> + '_ {
+        origin_form(&mut req, &self.host);
+        if h1::eligible(&req) {
+            Either::Left(h1::send(self, req))
+        } else {
+            // Boxed: the rarer path, whose futures would otherwise set the size of every request's future
+            // (it is moved several times before it is pinned).
+            Either::Right(Box::pin(self.send_on_hyper(req)))
+        }
+    }
+
+    /// A request with a body or an upgrade: on one of hyper's client connections.
+    async fn send_on_hyper(
         self: &Arc<Self>,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, PoolError> {
-        origin_form(&mut req, &self.host);
-        if h1::eligible(&req) {
-            return h1::send(self, req).await;
-        }
         while let Some(mut sender) = self.checkout() {
             if sender.ready().await.is_err() {
                 continue;
