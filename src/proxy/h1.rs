@@ -78,6 +78,11 @@ async fn send_head(
     wire: Vec<u8>,
     head_request: bool,
 ) -> Result<Response<UpstreamBody>, PoolError> {
+    // Let the other connections with a request ready run first, so this pass's upstream writes go out
+    // together (as they did from hyper's connection tasks). Written one at a time between reads, each write
+    // found the upstream idle and woke it on its own: measured, 1.5 µs more kernel time per request, as much
+    // as the user time this exchange saves (BENCHMARKS.md §1).
+    tokio::task::yield_now().await;
     while let Some(stream) = pool.checkout_stream() {
         match exchange(pool, stream, &wire, head_request, true).await {
             Err(Attempt::Stale) => continue,
