@@ -677,3 +677,64 @@ async fn upstream_connections_are_reused_and_one_closed_while_idle_fails_no_requ
         "30 requests at 3 per upstream connection used {connections} connections"
     );
 }
+
+/// An upstream that answers by request line: a chunked body with a trailer, a `HEAD` with a length and no body,
+/// a response with conflicting lengths, and a body delimited by the close.
+async fn framing_upstream() -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                while let Some(head) = read_head(&mut s).await {
+                    let line = String::from_utf8_lossy(&head[..head.len().min(32)]).into_owned();
+                    let (reply, close): (&[u8], bool) = if line.starts_with("GET /chunked ") {
+                        (
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+                            false,
+                        )
+                    } else if line.starts_with("HEAD ") {
+                        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false)
+                    } else if line.starts_with("GET /conflicting ") {
+                        (
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nxy",
+                            true,
+                        )
+                    } else {
+                        (b"HTTP/1.1 200 OK\r\n\r\nto the close", true)
+                    };
+                    if s.write_all(reply).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn upstream_response_framing_reaches_the_client_and_an_invalid_response_is_a_502() {
+    let kw = Keyward::start(framing_upstream().await, "").await;
+    let key = kw
+        .create_key(json!({"name": "framing", "isActive": true}))
+        .await;
+    let header = key_header(&key);
+    let headers = std::slice::from_ref(&header);
+    for _ in 0..2 {
+        let r = get(&kw.proxy_url("/chunked"), headers).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[..], b"hello world");
+    }
+    let r = send(Method::HEAD, &kw.proxy_url("/head"), headers, Vec::new()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert!(r.body.is_empty());
+    let r = get(&kw.proxy_url("/conflicting"), headers).await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], 502);
+    let r = get(&kw.proxy_url("/close"), headers).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"to the close");
+}
