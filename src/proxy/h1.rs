@@ -6,12 +6,14 @@
 //! request, a third of the whole. Here the request's task writes the head and reads the response itself on a
 //! pooled `TcpStream`, and the response body ([`SocketBody`]) reads straight from the socket:
 //! - the request head is encoded once (origin-form target, the headers as they are after sanitizing) and sent
-//!   in one write;
+//!   in one write, after one yield to the runtime so that the writes of a scheduler pass go out together (see
+//!   `send_head`);
 //! - the response head is parsed with `httparse` (at most [`MAX_HEADERS`] fields and [`MAX_HEAD`] bytes);
 //!   `1xx` interim responses are skipped; a `101` that was never asked for is an invalid response;
 //! - the body's framing follows RFC 9112 §6.3: none after `HEAD`, `204` and `304`; `Transfer-Encoding` with
 //!   chunked last is decoded (chunk lines and trailers bounded, trailers dropped, `Content-Length` ignored and
-//!   removed), any other coding or no length at all is read to the close; `Content-Length` values must agree;
+//!   removed, and then the connection is not reused), any other coding or no length at all is read to the
+//!   close; `Content-Length` values must agree;
 //! - the connection goes back to the pool when the body has been read to its end with nothing after it, on an
 //!   HTTP/1.1 response without `Connection: close`; a body dropped half-read, an error, or a close-delimited
 //!   body closes it;
