@@ -104,7 +104,8 @@ pub struct UpstreamSection {
     pub timeout: String,
     /// Extra CA bundle (PEM) for `https://` upstreams; empty = the system's roots.
     pub ca_file: String,
-    /// Idle pooled connections kept per upstream host. Default 256.
+    /// Idle pooled connections kept per upstream host, for each of the two kinds of an `http://` upstream's
+    /// pool (lean exchanges, and hyper connections for requests with a body). Default 256.
     pub pool_max_idle: usize,
 }
 

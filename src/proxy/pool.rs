@@ -10,7 +10,8 @@
 //!   keep-alive race with the upstream never fails a request that was not written;
 //! - a connection goes back to the pool when its response body has been read to the end; a body dropped
 //!   half-read, a `101 Switching Protocols` or a connection hyper closed is never reused. At most `max_idle`
-//!   connections are kept idle; the upstream's keep-alive timeout closes the rest (a closed one is skipped).
+//!   connections of each kind (hyper's, and the lean exchange's streams) are kept idle; the upstream's
+//!   keep-alive timeout closes the rest (a closed one is skipped).
 //!
 //! Bodiless requests with an idempotent method skip hyper's client connection and take the lean exchange in
 //! [`super::h1`], on a second stack of plain idle `TcpStream`s.
