@@ -211,6 +211,52 @@ fn replay_window(c: &mut Criterion) {
     });
 }
 
+/// The lean upstream exchange's own work per request (`src/proxy/h1.rs`): encoding a sanitized GET's head
+/// (the fields a bearer request carries after the header rules) and parsing an nginx-style response head.
+fn upstream_exchange(c: &mut Criterion) {
+    use http_body_util::{BodyExt, Empty};
+    use keyward::proxy::h1;
+    let mut req = http::Request::new(Empty::new().map_err(|e| match e {}).boxed());
+    *req.uri_mut() = Uri::from_static("/orders/42?expand=lines");
+    for (name, value) in [
+        ("host", "127.0.0.1:3000"),
+        ("user-agent", "curl/8.5.0"),
+        ("accept", "application/json"),
+        ("x-auth-key-id", "0540f94f0969237b5eebe0e1"),
+        (
+            "x-auth-client-id",
+            "af7c080fde2825014dc3a374d9910b6c8a127451",
+        ),
+        ("x-auth-key-name", "till-7"),
+        ("x-auth-user", "alice"),
+        ("x-auth-device", "till-7"),
+        ("x-auth-permissions", "orders:read"),
+        ("x-auth-scheme", "bearer"),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "127.0.0.1:8080"),
+        ("x-request-id", "f0d1a720f1ac79cf0000000000000002"),
+    ] {
+        req.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    c.bench_function("upstream_exchange/encode_request_head", |b| {
+        b.iter(|| black_box(h1::encode_head(black_box(&req))))
+    });
+    let response: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 12:41:30 GMT\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
+    c.bench_function("upstream_exchange/parse_response_head", |b| {
+        b.iter(|| {
+            let mut buf = bytes::BytesMut::from(black_box(response));
+            let head = h1::parse_head(&mut buf, false)
+                .expect("valid")
+                .expect("complete");
+            black_box((head.status(), buf))
+        })
+    });
+}
+
 fn header_rewrite(c: &mut Criterion) {
     let auth = authenticator(10);
     let probe = key(3);
@@ -280,6 +326,7 @@ mod group {
         hmac_verify,
         replay_window,
         header_rewrite,
+        upstream_exchange,
         signed_body_digest
     );
 }

@@ -43,9 +43,9 @@ use super::forward::{BoxError, ProxyBody};
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 
 /// Most fields accepted in a response head (hyper's default too).
-pub(super) const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted, status line and fields.
-pub(super) const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Largest chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
 /// Largest trailer section; its fields are read and dropped.
@@ -116,8 +116,8 @@ impl Attempt {
     }
 }
 
-/// The request line and fields, ready for one write.
-fn encode_head(req: &Request<ProxyBody>) -> Vec<u8> {
+/// The request line and fields, ready for one write (public for the criterion bench).
+pub fn encode_head(req: &Request<ProxyBody>) -> Vec<u8> {
     let method = req.method().as_str().as_bytes();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     // Room for typical fields without a second pass over them to size the buffer exactly.
@@ -207,7 +207,7 @@ fn invalid(why: &str) -> PoolError {
 }
 
 /// A parsed response head.
-struct Head {
+pub struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
@@ -215,8 +215,9 @@ struct Head {
     keep_alive: bool,
 }
 
-/// Parse a final response head off the front of `buf`, skipping interim (`1xx`) ones; `None` until complete.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, PoolError> {
+/// Parse a final response head off the front of `buf`, skipping interim (`1xx`) ones; `None` until complete
+/// (public for the criterion bench).
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, PoolError> {
     loop {
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
@@ -269,6 +270,18 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Po
             framing,
             keep_alive,
         }));
+    }
+}
+
+impl Head {
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response's fields.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod body;
 pub mod forward;
-mod h1;
+pub mod h1;
 pub mod headers;
 pub mod pool;
 
