@@ -163,7 +163,9 @@ async fn exchange(
         if buf.len() > MAX_HEAD {
             return Err(Attempt::Failed(invalid("the response head is too large")));
         }
-        buf.reserve(READ_SIZE);
+        if buf.capacity() - buf.len() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
         match stream.read_buf(&mut buf).await {
             Ok(0) if !received && reused => return Err(Attempt::Stale),
             Ok(0) => {
