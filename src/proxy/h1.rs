@@ -404,19 +404,27 @@ impl SocketBody {
         }
     }
 
+    /// Up to `n` buffered bytes, and how many of the `n` are still to come; `None` when nothing is buffered.
+    fn take_up_to(&mut self, n: u64) -> Option<(Bytes, u64)> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        // At most the buffer's length, so it fits a `usize`.
+        let take = n.min(self.buf.len() as u64);
+        Some((self.buf.split_to(take as usize).freeze(), n - take))
+    }
+
     /// Decode what is buffered.
     fn step(&mut self) -> io::Result<Step> {
         loop {
             match self.framing {
                 Framing::Length(0) => return Ok(Step::End),
                 Framing::Length(n) => {
-                    if self.buf.is_empty() {
+                    let Some((data, left)) = self.take_up_to(n) else {
                         return Ok(Step::NeedMore);
-                    }
-                    let take = n.min(self.buf.len() as u64);
-                    self.framing = Framing::Length(n - take);
-                    // `take` fits: it is at most the buffer's length.
-                    return Ok(Step::Data(self.buf.split_to(take as usize).freeze()));
+                    };
+                    self.framing = Framing::Length(left);
+                    return Ok(Step::Data(data));
                 }
                 Framing::Close if self.buf.is_empty() => return Ok(Step::NeedMore),
                 Framing::Close => return Ok(Step::Data(self.buf.split().freeze())),
@@ -435,15 +443,14 @@ impl SocketBody {
                     Err(_) => return Err(bad_body("invalid chunk-size line")),
                 },
                 Framing::Chunked(Chunk::Data(n)) => {
-                    if self.buf.is_empty() {
+                    let Some((data, left)) = self.take_up_to(n) else {
                         return Ok(Step::NeedMore);
-                    }
-                    let take = n.min(self.buf.len() as u64);
-                    self.framing = Framing::Chunked(match n - take {
+                    };
+                    self.framing = Framing::Chunked(match left {
                         0 => Chunk::DataEnd,
                         left => Chunk::Data(left),
                     });
-                    return Ok(Step::Data(self.buf.split_to(take as usize).freeze()));
+                    return Ok(Step::Data(data));
                 }
                 Framing::Chunked(Chunk::DataEnd) => {
                     if self.buf.len() < 2 {
@@ -459,10 +466,9 @@ impl SocketBody {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
                     match httparse::parse_headers(&self.buf, &mut fields) {
                         Ok(httparse::Status::Complete((used, _))) => {
+                            // The body has ended: the next turn of the loop says so.
                             self.buf.advance(used);
                             self.framing = Framing::Length(0);
-                            let nothing_after = self.buf.is_empty();
-                            self.finish(nothing_after);
                         }
                         Ok(httparse::Status::Partial) if self.buf.len() > MAX_TRAILERS => {
                             return Err(bad_body("trailer section too large"));

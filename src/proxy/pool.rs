@@ -60,10 +60,9 @@ pub enum PoolError {
 pub struct H1Pool {
     authority: String,
     host: HeaderValue,
-    idle: Mutex<Vec<SendRequest<ProxyBody>>>,
+    idle: IdleStack<SendRequest<ProxyBody>>,
     /// Idle connections for the lean exchange ([`super::h1`]).
-    idle_streams: Mutex<Vec<TcpStream>>,
-    max_idle: usize,
+    idle_streams: IdleStack<TcpStream>,
     connect_timeout: Duration,
 }
 
@@ -76,9 +75,8 @@ impl H1Pool {
             authority: authority.to_owned(),
             host: HeaderValue::from_str(authority)
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-            idle: Mutex::new(Vec::with_capacity(max_idle.min(1024))),
-            idle_streams: Mutex::new(Vec::with_capacity(max_idle.min(1024))),
-            max_idle,
+            idle: IdleStack::new(max_idle),
+            idle_streams: IdleStack::new(max_idle),
             connect_timeout,
         })
     }
@@ -126,39 +124,23 @@ impl H1Pool {
 
     /// The most recently returned idle connection that is not known to be closed.
     fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
+        std::iter::from_fn(|| self.idle.pop()).find(|sender| !sender.is_closed())
     }
 
     fn checkin(&self, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push(sender);
+        if !sender.is_closed() {
+            self.idle.push(sender);
         }
     }
 
     /// The most recently returned idle stream for the lean exchange (one closed while idle shows when used).
     pub(super) fn checkout_stream(&self) -> Option<TcpStream> {
-        self.idle_streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
+        self.idle_streams.pop()
     }
 
-    /// Keep a stream whose last response ended cleanly, unless `max_idle` are kept already.
+    /// Keep a stream whose last response ended cleanly.
     pub(super) fn checkin_stream(&self, stream: TcpStream) {
-        let mut idle = self.idle_streams.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push(stream);
-        }
+        self.idle_streams.push(stream);
     }
 
     /// A new TCP connection to the upstream (connect timeout, `TCP_NODELAY`).
@@ -201,6 +183,33 @@ impl H1Pool {
             }
             UpstreamBody(Inner::Hyper { body, lease })
         })
+    }
+}
+
+/// Idle connections of one kind, the most recently returned on top, at most `max` of them.
+struct IdleStack<T> {
+    items: Mutex<Vec<T>>,
+    max: usize,
+}
+
+impl<T> IdleStack<T> {
+    fn new(max: usize) -> Self {
+        Self {
+            items: Mutex::new(Vec::with_capacity(max.min(1024))),
+            max,
+        }
+    }
+
+    fn pop(&self) -> Option<T> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// Keep `item` unless `max` are kept already (then it is dropped: closed).
+    fn push(&self, item: T) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.len() < self.max {
+            items.push(item);
+        }
     }
 }
 
