@@ -33,11 +33,7 @@ chmod 755 "$WORK"
 sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$UP#g" "$HARNESS_DIR/conf/nginx-upstream.conf.in" >"$WORK/upstream.conf"
 taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK"
 
-python3 "$HARNESS_DIR/lib/gen_keys.py" 1000 "$WORK/keys" >/dev/null
-read -r CLIENT_ID SECRET TOKEN < <(awk -F'\t' 'NR == 501 { print $1, $2, $3 }' "$WORK/keys/keys.tsv")
-keyward_bench_config "$WORK/kw.toml" "$PORT" "$WORK/keyward.db" "http://127.0.0.1:$UP"
-export KEYWARD_CONFIG=$WORK/kw.toml
-"$BIN" keys import "$WORK/keys/keys.tsv" >&2
+keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
 # wrk runs 8 s (a few thousand requests a second under valgrind): sign more than it can send, since a replayed
 # signature is refused.
 SIGNED=$((N * 5 / 4 > 40000 ? N * 5 / 4 : 40000))

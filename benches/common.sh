@@ -28,3 +28,14 @@ keyward_bench_config() {
     printf '[log]\nlevel = "warn"\naccess_log = false\n'
   } >"$file"
 }
+
+# keyward_bench_store COUNT LINE UPSTREAM_URL: in $WORK, the harness's COUNT bench keys, a bench config on $PORT
+# (kw.toml, exported as KEYWARD_CONFIG) and a store with the keys imported; CLIENT_ID, SECRET and TOKEN are those
+# of the key on line LINE of keys.tsv (line 1 is the header).
+keyward_bench_store() {
+  python3 "$HARNESS_DIR/lib/gen_keys.py" "$1" "$WORK/keys" >/dev/null
+  read -r CLIENT_ID SECRET TOKEN < <(awk -F'\t' -v line="$2" 'NR == line { print $1, $2, $3 }' "$WORK/keys/keys.tsv")
+  keyward_bench_config "$WORK/kw.toml" "$PORT" "$WORK/keyward.db" "$3"
+  export KEYWARD_CONFIG=$WORK/kw.toml
+  "$BIN" keys import "$WORK/keys/keys.tsv" >&2
+}

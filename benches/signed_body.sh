@@ -33,11 +33,7 @@ for c in upstream plain; do
   nginx -c "$WORK/$c.conf" -p "$WORK"
 done
 
-python3 "$HARNESS_DIR/lib/gen_keys.py" 10 "$WORK/keys" >/dev/null
-read -r CLIENT_ID SECRET TOKEN < <(awk -F'\t' 'NR == 2 { print $1, $2, $3 }' "$WORK/keys/keys.tsv")
-keyward_bench_config "$WORK/kw.toml" "$PORT" "$WORK/keyward.db" "http://127.0.0.1:$UP"
-export KEYWARD_CONFIG=$WORK/kw.toml
-"$BIN" keys import "$WORK/keys/keys.tsv" >&2
+keyward_bench_store 10 2 "http://127.0.0.1:$UP"
 "$BIN" serve >"$WORK/logs/keyward.log" 2>&1 &
 KW_PID=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
