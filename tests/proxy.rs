@@ -132,6 +132,31 @@ async fn spoofed_context_and_hop_by_hop_headers_never_reach_the_upstream() {
         h["x-forwarded-for"], "127.0.0.1",
         "untrusted X-Forwarded-For is replaced"
     );
+    // A request with a body goes upstream on another path (hyper's client connection): the same rules, and
+    // the context once (the echo joins repeated fields with ", ").
+    let writer = kw
+        .create_key(json!({"name": "w", "userName": "ann", "permissions": ["orders:write"], "isActive": true}))
+        .await;
+    let r = send(
+        Method::POST,
+        &kw.proxy_url("/orders/1"),
+        &[
+            key_header(&writer),
+            ("x-auth-user", "root".into()),
+            ("X-Auth-Permissions", "*".into()),
+            ("x-auth-scheme", "nws4".into()),
+        ],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    let h = &echo["headers"];
+    assert_eq!(echo["body"], "{}");
+    assert_eq!(h["x-auth-user"], "ann");
+    assert_eq!(h["x-auth-permissions"], "orders:write");
+    assert_eq!(h["x-auth-scheme"], "bearer");
+    assert_eq!(h["x-auth-key-id"], writer["id"]);
     // routes without auth still strip credentials and context
     let r = get(
         &kw.proxy_url("/public"),

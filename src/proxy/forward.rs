@@ -14,6 +14,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::headers::KeyContext;
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 use crate::config::UpstreamConfig;
 use crate::error::Error;
@@ -141,17 +142,24 @@ impl Upstream {
 
     /// Send a proxied request (to this upstream's authority): a timeout is a 504, any other failure a 502.
     /// Not an `async fn`, so the future holds the request only once (inside the pool's or the client's own).
+    /// The principal's `context` fields go with it (see [`KeyContext`]).
     pub fn send(
         &self,
-        req: Request<ProxyBody>,
+        mut req: Request<ProxyBody>,
+        context: Option<KeyContext<'_>>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + '_ {
         let pooled = self.pool.as_ref().filter(|_| {
             req.uri().authority().is_none() || req.uri().authority() == self.base.authority()
         });
         let exchange = match pooled {
-            Some(pool) => Either::Left(tokio::time::timeout(self.timeout, pool.send(req))),
-            // Boxed for the size of every request's future, as in the pool.
-            None => Either::Right(Box::pin(self.exchange(req))),
+            Some(pool) => Either::Left(tokio::time::timeout(self.timeout, pool.send(req, context))),
+            None => {
+                if let Some(context) = context {
+                    context.insert_into(req.headers_mut());
+                }
+                // Boxed for the size of every request's future, as in the pool.
+                Either::Right(Box::pin(self.exchange(req)))
+            }
         };
         async move {
             let result = match exchange {
@@ -284,8 +292,10 @@ pub(super) fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade
 /// The upstream's response on its way back: hop-by-hop headers out, body streamed.
 pub(super) fn finish_response(response: Response<UpstreamBody>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
-    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    super::headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    if !body.hop_by_hop_removed() {
+        let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        super::headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    }
     use http_body_util::BodyExt;
     Response::from_parts(parts, body.boxed())
 }

@@ -35,6 +35,18 @@ const CONTEXT_FIELDS: [&str; 7] = [
 pub struct ContextHeaders {
     prefix: String,
     names: [HeaderName; 7],
+    /// The `scheme` field's values, by [`Scheme`].
+    schemes: [HeaderValue; 3],
+}
+
+/// One principal's context under the configured names. The proxy sets it after stripping every client-sent
+/// header under the prefix, so it never meets a field of the same name: the lean upstream exchange writes it
+/// straight after the request's own fields, any other path inserts it into the header map. Both take the
+/// fields from [`KeyContext::fields`].
+#[derive(Clone, Copy, Debug)]
+pub struct KeyContext<'a> {
+    headers: &'a ContextHeaders,
+    principal: &'a Principal,
 }
 
 // === impl ContextHeaders ===
@@ -47,7 +59,16 @@ impl ContextHeaders {
             HeaderName::from_bytes(format!("{prefix}{f}").as_bytes())
                 .expect("config validated the prefix")
         });
-        Self { prefix, names }
+        let schemes = [
+            HeaderValue::from_static("bearer"),
+            HeaderValue::from_static("nws4"),
+            HeaderValue::from_static("rfc9421"),
+        ];
+        Self {
+            prefix,
+            names,
+            schemes,
+        }
     }
 
     /// The lower-case prefix: a client-sent header under it is spoofed context ([`strip`] removes it).
@@ -55,21 +76,60 @@ impl ContextHeaders {
         &self.prefix
     }
 
-    /// Set the context of `principal`.
-    pub fn set(&self, headers: &mut HeaderMap, principal: &Principal) {
-        let scheme = match principal.scheme {
-            Scheme::Bearer => HeaderValue::from_static("bearer"),
-            Scheme::Nws4 => HeaderValue::from_static("nws4"),
-            Scheme::Rfc9421 => HeaderValue::from_static("rfc9421"),
-        };
-        // The key's values were encoded once, when it entered the cache: a clone here is a reference count.
-        for (name, value) in self.names.iter().zip(principal.entry.context().iter()) {
-            if let Some(value) = value {
-                headers.insert(name.clone(), value.clone());
-            }
+    /// The context of `principal`.
+    pub fn of<'a>(&'a self, principal: &'a Principal) -> KeyContext<'a> {
+        KeyContext {
+            headers: self,
+            principal,
         }
-        headers.insert(self.names[6].clone(), scheme);
     }
+
+    /// Set the context of `principal` in `headers`.
+    pub fn set(&self, headers: &mut HeaderMap, principal: &Principal) {
+        self.of(principal).insert_into(headers);
+    }
+}
+
+// === impl KeyContext ===
+
+impl<'a> KeyContext<'a> {
+    /// The context fields: the key's non-empty values, then the scheme.
+    pub fn fields(&self) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+        let names = &self.headers.names;
+        let scheme = match self.principal.scheme {
+            Scheme::Bearer => &self.headers.schemes[0],
+            Scheme::Nws4 => &self.headers.schemes[1],
+            Scheme::Rfc9421 => &self.headers.schemes[2],
+        };
+        // The key's values were encoded once, when it was first used: nothing is formatted here.
+        names
+            .iter()
+            .zip(self.principal.entry.context().iter())
+            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+            .chain(std::iter::once((&names[6], scheme)))
+    }
+
+    /// Insert the fields into `headers` (a clone of a name or value is a reference count).
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+
+    /// Write the fields as `name: value` lines, as the lean exchange sends them.
+    pub fn write_lines(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.fields() {
+            write_field(out, name, value);
+        }
+    }
+}
+
+/// One `name: value\r\n` field line.
+pub fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The context values of a key in header order (key id, client id, name, user, device, permissions), encoded
@@ -128,23 +188,20 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
     let mut connection = false;
     for name in headers.keys() {
         let text = name.as_str();
-        let drop = match text {
-            "connection" => {
+        let drop = match hop_by_hop(name) {
+            Some(HopByHop::Connection) => {
                 connection = true;
                 true
             }
-            "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "proxy-authorization" => true,
-            "upgrade" => !rules.keep_upgrade,
-            "authorization" | "signature" | "signature-input" => rules.api_key_header.is_some(),
-            _ => {
-                rules.api_key_header.is_some_and(|h| h == name)
-                    || rules.context_prefix.is_some_and(|p| text.starts_with(p))
-            }
+            Some(_) if *name == header::UPGRADE => !rules.keep_upgrade,
+            Some(_) => true,
+            None => match text {
+                "authorization" | "signature" | "signature-input" => rules.api_key_header.is_some(),
+                _ => {
+                    rules.api_key_header.is_some_and(|h| h == name)
+                        || rules.context_prefix.is_some_and(|p| text.starts_with(p))
+                }
+            },
         };
         if drop {
             doomed.push(name.clone());
@@ -174,6 +231,33 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
     }
     if rules.keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// A hop-by-hop field (RFC 9110 §7.6.1), by the part it plays in framing a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopByHop {
+    /// `Connection`: its options, and the names of further hop-by-hop fields.
+    Connection,
+    /// `Transfer-Encoding`: the body's framing.
+    TransferEncoding,
+    /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Upgrade`, `Proxy-Authorization`.
+    Other,
+}
+
+/// Whether `name` is one of the fixed hop-by-hop fields that [`strip`] removes (those a `Connection` header
+/// names come on top).
+pub fn hop_by_hop(name: &HeaderName) -> Option<HopByHop> {
+    match name.as_str() {
+        "connection" => Some(HopByHop::Connection),
+        "transfer-encoding" => Some(HopByHop::TransferEncoding),
+        "keep-alive"
+        | "proxy-connection"
+        | "te"
+        | "trailer"
+        | "upgrade"
+        | "proxy-authorization" => Some(HopByHop::Other),
+        _ => None,
     }
 }
 
@@ -347,6 +431,49 @@ mod tests {
         };
         strip(&mut h, &rules);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn context_written_as_lines_and_inserted_into_a_map_are_the_same_fields() {
+        let key = crate::keys::view::ApiKeyInput {
+            name: Some("till 7".into()),
+            user_name: Some("Zoë".into()),
+            permissions: Some(vec!["orders:read".into(), "x:y".into()]),
+            is_active: Some(true),
+            ..Default::default()
+        }
+        .validate(true)
+        .unwrap()
+        .into_new_key(Some("k1".into()), chrono::Utc::now());
+        let client_id = key.client_id.clone();
+        let principal = Principal {
+            entry: std::sync::Arc::new(crate::keys::cache::KeyEntry::new(key)),
+            scheme: Scheme::Rfc9421,
+        };
+        let context = ContextHeaders::new("X-Auth-");
+        let mut map = HeaderMap::new();
+        context.of(&principal).insert_into(&mut map);
+        let mut lines = Vec::new();
+        context.of(&principal).write_lines(&mut lines);
+        let mut from_map: Vec<String> = map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\r\n", v.to_str().unwrap()))
+            .collect();
+        from_map.sort();
+        let text = String::from_utf8(lines).unwrap();
+        let mut written: Vec<String> = text.split_inclusive("\r\n").map(str::to_owned).collect();
+        written.sort();
+        assert_eq!(written, from_map);
+        // No device: no field for it; the rest in full.
+        let expected = [
+            format!("x-auth-client-id: {client_id}\r\n"),
+            "x-auth-key-id: k1\r\n".to_owned(),
+            "x-auth-key-name: till 7\r\n".to_owned(),
+            "x-auth-permissions: orders:read,x:y\r\n".to_owned(),
+            "x-auth-scheme: rfc9421\r\n".to_owned(),
+            "x-auth-user: Zo%C3%AB\r\n".to_owned(),
+        ];
+        assert_eq!(written, expected);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::auth::{Authenticated, Authenticator, Principal, RequestView};
+use crate::auth::{Authenticated, Authenticator, RequestView};
 use crate::config::{Config, Limits, ProxyConfig, Scheme};
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
@@ -205,22 +205,24 @@ async fn pipeline<'s>(
         )
         .boxed(),
     };
-    sanitize(
-        state,
-        conn,
-        &mut parts,
-        principal.as_ref().map(|a| &a.principal),
-        request_id,
-        upgrade,
-    );
+    sanitize(state, conn, &mut parts, request_id, upgrade);
+    // The context goes with the request to the upstream client, which writes it where it is cheapest (see
+    // `KeyContext`); `sanitize` has stripped every client-sent field under its prefix.
+    let mut context = principal.as_ref().map(|a| state.context.of(&a.principal));
     let registered = match &rule.upstream {
         Some(name) => Some(state.registry.active(name)?),
         None => None,
     };
     let mut upstream_req = Request::from_parts(parts, body);
     let used = match &registered {
-        // Boxed: only registered upstreams take it, and its future would enlarge every request's.
-        Some(entry) => Box::pin(inject(state, entry, &mut upstream_req)).await?,
+        Some(entry) => {
+            // A registered upstream's own headers are set after the context and win over it.
+            if let Some(context) = context.take() {
+                context.insert_into(upstream_req.headers_mut());
+            }
+            // Boxed: only registered upstreams take it, and its future would enlarge every request's.
+            Box::pin(inject(state, entry, &mut upstream_req)).await?
+        }
         None => {
             *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
             None
@@ -229,7 +231,7 @@ async fn pipeline<'s>(
     *upstream_req.version_mut() = http::Version::HTTP_11;
     let client = registered.as_ref().map_or(&state.upstream, |e| &e.client);
     let sent = Instant::now();
-    let mut response = client.send(upstream_req).await?;
+    let mut response = client.send(upstream_req, context).await?;
     if let (Some(entry), Some(token)) = (&registered, &used) {
         if response.status() == http::StatusCode::UNAUTHORIZED {
             // The upstream refused the token (revoked early, rotated): the next request fetches a new one.
@@ -339,12 +341,12 @@ fn client_origin<'r>(
     (scheme, authority)
 }
 
-/// Headers on the way upstream: hop-by-hop out, credentials and spoofed context out, context and forwarding in.
+/// Headers on the way upstream: hop-by-hop out, credentials and spoofed context out, forwarding in. The
+/// principal's context is added by the upstream client (`KeyContext`).
 fn sanitize(
     state: &ProxyState,
     conn: ConnInfo,
     parts: &mut http::request::Parts,
-    principal: Option<&Principal>,
     request_id: &HeaderValue,
     upgrade: bool,
 ) {
@@ -357,11 +359,8 @@ fn sanitize(
             context_prefix: Some(state.context.prefix()),
         },
     );
-    // Context, forwarding, Host and the request id: one growth of the map instead of one per insert.
-    h.reserve(12);
-    if let Some(p) = principal {
-        state.context.set(h, p);
-    }
+    // Forwarding, Host and the request id: one growth of the map instead of one per insert.
+    h.reserve(5);
     let sent_host = h.get(header::HOST).cloned();
     let host = sent_host.clone().or_else(|| {
         parts

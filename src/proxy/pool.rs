@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 
 use super::forward::{BoxError, ProxyBody};
 use super::h1::{self, SocketBody};
+use super::headers::KeyContext;
 
 /// Why a pooled exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,14 +85,19 @@ impl H1Pool {
     /// Send `req` on an idle connection or a new one. The URI is sent in origin form and a missing `Host` is
     /// set to the upstream's authority. Not an `async fn`: the request is handed on before the future is made,
     /// so the future does not hold a copy of it.
+    /// The principal's `context` is written by the lean exchange or inserted into the map for hyper's.
     pub fn send(
         self: &Arc<Self>,
         mut req: Request<ProxyBody>,
+        context: Option<KeyContext<'_>>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, PoolError>> + '_ {
         origin_form(&mut req, &self.host);
         if h1::eligible(&req) {
-            Either::Left(h1::send(self, req))
+            Either::Left(h1::send(self, req, context))
         } else {
+            if let Some(context) = context {
+                context.insert_into(req.headers_mut());
+            }
             // Boxed: the rarer path, whose futures would otherwise set the size of every request's future
             // (it is moved several times before it is pinned).
             Either::Right(Box::pin(self.send_on_hyper(req)))
@@ -263,6 +269,11 @@ impl UpstreamBody {
     /// A body the lean exchange reads from its socket.
     pub(super) fn socket(body: SocketBody) -> Self {
         Self(Inner::Socket(body))
+    }
+
+    /// Whether its response's hop-by-hop fields were left out when the head was parsed (the lean exchange's).
+    pub(super) fn hop_by_hop_removed(&self) -> bool {
+        matches!(self.0, Inner::Socket(_))
     }
 }
 
