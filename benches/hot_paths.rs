@@ -232,23 +232,26 @@ fn upstream_exchange(c: &mut Criterion) {
         ("host", "127.0.0.1:3000"),
         ("user-agent", "curl/8.5.0"),
         ("accept", "application/json"),
-        ("x-forwarded-for", "127.0.0.1"),
-        ("x-forwarded-proto", "http"),
-        ("x-forwarded-host", "127.0.0.1:8080"),
-        ("x-request-id", "f0d1a720f1ac79cf0000000000000002"),
     ] {
         req.headers_mut().insert(
             HeaderName::from_static(name),
             HeaderValue::from_static(value),
         );
     }
+    let request_id = HeaderValue::from_static("f0d1a720f1ac79cf0000000000000002");
+    let added = headers::AddedFields {
+        context: Some(context.of(&principal)),
+        forwarded: headers::Forwarded::new(
+            req.headers(),
+            "127.0.0.1:40000".parse().expect("an address"),
+            "http",
+            Some(HeaderValue::from_static("127.0.0.1:8080")),
+            false,
+        ),
+        request_id: &request_id,
+    };
     c.bench_function("upstream_exchange/encode_request_head", |b| {
-        b.iter(|| {
-            black_box(h1::encode_head(
-                black_box(&req),
-                Some(context.of(&principal)),
-            ))
-        })
+        b.iter(|| black_box(h1::encode_head(black_box(&req), Some(&added))))
     });
     let response: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 12:41:30 GMT\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
     c.bench_function("upstream_exchange/parse_response_head", |b| {
@@ -279,19 +282,30 @@ fn header_rewrite(c: &mut Criterion) {
     base.insert("accept", HeaderValue::from_static("application/json"));
     base.insert("connection", HeaderValue::from_static("keep-alive"));
     let api_key = HeaderName::from_static("x-api-key");
+    let peer = "127.0.0.1:40000".parse().expect("an address");
+    let request_id = HeaderValue::from_static("f0d1a720f1ac79cf0000000000000002");
+    // The map path (requests with a body): read the forwarding fields, strip, insert what Keyward adds. The
+    // lean path writes the added fields into the head instead (`upstream_exchange/encode_request_head`).
     c.bench_function("header_rewrite", |b| {
         b.iter(|| {
             let mut h = base.clone();
+            let host = h.get("host").cloned();
+            let forwarded = headers::Forwarded::new(&h, peer, "http", host, false);
             headers::strip(
                 &mut h,
                 &headers::StripRules {
                     keep_upgrade: false,
                     api_key_header: Some(&api_key),
                     context_prefix: Some(context.prefix()),
+                    added: true,
                 },
             );
-            h.reserve(12);
-            context.set(&mut h, &principal);
+            headers::AddedFields {
+                context: Some(context.of(&principal)),
+                forwarded,
+                request_id: &request_id,
+            }
+            .insert_into(&mut h);
             black_box(h)
         });
     });

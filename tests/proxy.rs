@@ -514,22 +514,39 @@ async fn oversized_headers_and_bodies_are_refused() {
 #[tokio::test]
 async fn trusted_forwarded_headers_are_kept_only_when_configured() {
     // set through the environment, as a sidecar would be
-    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let config = common::base_config(dir.path(), echo_upstream().await, "");
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = common::base_config(dir.path(), echo_upstream().await, ROUTES);
     let kw = Keyward::start_in(dir, &config, &[("KEYWARD_PROXY__TRUST_FORWARDED", "true")]).await;
-    let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
-    let r = get(
-        &kw.proxy_url("/x"),
-        &[
-            key_header(&key),
-            ("x-forwarded-for", "10.0.0.1".into()),
-            ("x-forwarded-proto", "https".into()),
-        ],
-    )
-    .await;
-    let h = &r.json()["headers"];
-    assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-    assert_eq!(h["x-forwarded-proto"], "https");
+    let key = kw
+        .create_key(
+            json!({"name": "k", "permissions": ["orders:read", "orders:write"], "isActive": true}),
+        )
+        .await;
+    let sent = [
+        key_header(&key),
+        ("x-forwarded-for", "10.0.0.1".into()),
+        ("x-forwarded-proto", "https".into()),
+        ("x-forwarded-host", "api.example".into()),
+        ("x-request-id", "req-7".into()),
+    ];
+    // A GET (the lean exchange) and a POST (hyper's client connection); the echo joins repeated fields, so
+    // each is also seen to be sent once.
+    for method in [Method::GET, Method::POST] {
+        let r = send(
+            method.clone(),
+            &kw.proxy_url("/orders/1"),
+            &sent,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{method}");
+        let h = &r.json()["headers"];
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1", "{method}");
+        assert_eq!(h["x-forwarded-proto"], "https", "{method}");
+        assert_eq!(h["x-forwarded-host"], "api.example", "{method}");
+        assert_eq!(h["x-request-id"], "req-7", "{method}");
+        assert_eq!(h["x-auth-key-id"], key["id"], "{method}");
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::headers::KeyContext;
+use super::headers::AddedFields;
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 use crate::config::UpstreamConfig;
 use crate::error::Error;
@@ -142,20 +142,20 @@ impl Upstream {
 
     /// Send a proxied request (to this upstream's authority): a timeout is a 504, any other failure a 502.
     /// Not an `async fn`, so the future holds the request only once (inside the pool's or the client's own).
-    /// The principal's `context` fields go with it (see [`KeyContext`]).
+    /// The fields Keyward adds go with it (see [`AddedFields`]).
     pub fn send(
         &self,
         mut req: Request<ProxyBody>,
-        context: Option<KeyContext<'_>>,
+        added: Option<AddedFields<'_>>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + '_ {
         let pooled = self.pool.as_ref().filter(|_| {
             req.uri().authority().is_none() || req.uri().authority() == self.base.authority()
         });
         let exchange = match pooled {
-            Some(pool) => Either::Left(tokio::time::timeout(self.timeout, pool.send(req, context))),
+            Some(pool) => Either::Left(tokio::time::timeout(self.timeout, pool.send(req, added))),
             None => {
-                if let Some(context) = context {
-                    context.insert_into(req.headers_mut());
+                if let Some(added) = added {
+                    added.insert_into(req.headers_mut());
                 }
                 // Boxed for the size of every request's future, as in the pool.
                 Either::Right(Box::pin(self.exchange(req)))

@@ -40,7 +40,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::forward::{BoxError, ProxyBody};
-use super::headers::{KeyContext, write_field};
+use super::headers::{AddedFields, write_field};
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 
 /// Most fields accepted in a response head (hyper's default too).
@@ -69,10 +69,10 @@ pub(super) fn eligible(req: &Request<ProxyBody>) -> bool {
 pub(super) fn send<'p>(
     pool: &'p Arc<H1Pool>,
     req: Request<ProxyBody>,
-    context: Option<KeyContext<'_>>,
+    added: Option<AddedFields<'_>>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, PoolError>> + 'p {
     let head_request = req.method() == http::Method::HEAD;
-    let wire = encode_head(&req, context);
+    let wire = encode_head(&req, added.as_ref());
     drop(req);
     send_head(pool, wire, head_request)
 }
@@ -118,14 +118,14 @@ impl Attempt {
     }
 }
 
-/// The request line and fields, then the principal's context fields, ready for one write (public for the
-/// criterion bench). The context is written here rather than inserted into the header map first: seven
-/// fewer hashed inserts per request. The proxy stripped every client-sent field under the context prefix, so
-/// no field is sent twice.
-pub fn encode_head(req: &Request<ProxyBody>, context: Option<KeyContext<'_>>) -> Vec<u8> {
+/// The request line, its fields, then the fields Keyward adds, ready for one write (public for the criterion
+/// bench). The added fields are written here rather than inserted into the header map first: a dozen fewer
+/// hashed inserts per request. The proxy stripped every client-sent field of their names, so none is sent
+/// twice ([`AddedFields`]).
+pub fn encode_head(req: &Request<ProxyBody>, added: Option<&AddedFields<'_>>) -> Vec<u8> {
     let method = req.method().as_str().as_bytes();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let fields = req.headers().len() + if context.is_some() { 7 } else { 0 };
+    let fields = req.headers().len() + if added.is_some() { 11 } else { 0 };
     // Room for typical fields without a second pass over them to size the buffer exactly.
     let mut out = Vec::with_capacity(64 + target.len() + 64 * fields);
     out.extend_from_slice(method);
@@ -135,8 +135,8 @@ pub fn encode_head(req: &Request<ProxyBody>, context: Option<KeyContext<'_>>) ->
     for (name, value) in req.headers() {
         write_field(&mut out, name, value);
     }
-    if let Some(context) = context {
-        context.write_lines(&mut out);
+    if let Some(added) = added {
+        added.write_lines(&mut out);
     }
     out.extend_from_slice(b"\r\n");
     out

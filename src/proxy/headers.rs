@@ -19,6 +19,15 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The names of the fields Keyward adds besides the context ([`AddedFields`]), as statics so that the
+/// fields can be handed out by reference.
+static ADDED_NAMES: [HeaderName; 4] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    REQUEST_ID,
+];
+
 /// Context header suffixes (after the configured prefix).
 const CONTEXT_FIELDS: [&str; 7] = [
     "key-id",
@@ -39,10 +48,7 @@ pub struct ContextHeaders {
     schemes: [HeaderValue; 3],
 }
 
-/// One principal's context under the configured names. The proxy sets it after stripping every client-sent
-/// header under the prefix, so it never meets a field of the same name: the lean upstream exchange writes it
-/// straight after the request's own fields, any other path inserts it into the header map. Both take the
-/// fields from [`KeyContext::fields`].
+/// One principal's context under the configured names, sent upstream among the [`AddedFields`].
 #[derive(Clone, Copy, Debug)]
 pub struct KeyContext<'a> {
     headers: &'a ContextHeaders,
@@ -83,11 +89,6 @@ impl ContextHeaders {
             principal,
         }
     }
-
-    /// Set the context of `principal` in `headers`.
-    pub fn set(&self, headers: &mut HeaderMap, principal: &Principal) {
-        self.of(principal).insert_into(headers);
-    }
 }
 
 // === impl KeyContext ===
@@ -108,9 +109,49 @@ impl<'a> KeyContext<'a> {
             .filter_map(|(name, value)| Some((name, value.as_ref()?)))
             .chain(std::iter::once((&names[6], scheme)))
     }
+}
+
+/// Every field Keyward adds to a request on its way upstream: the principal's context, `X-Forwarded-For`,
+/// `-Proto` and `-Host`, and `X-Request-Id`. [`strip`] has removed every client-sent field of these names
+/// (what is kept of them was read first, into [`Forwarded`] and the request id), so none meets a field of the
+/// same name: the lean upstream exchange writes them straight after the request's own fields (no hashed
+/// inserts), any other path inserts them into the header map. Both take them from [`AddedFields::fields`].
+#[derive(Clone, Debug)]
+pub struct AddedFields<'a> {
+    /// The principal's context; `None` on a route without authentication.
+    pub context: Option<KeyContext<'a>>,
+    /// The forwarding fields.
+    pub forwarded: Forwarded,
+    /// The request id (the client's own if it was usable).
+    pub request_id: &'a HeaderValue,
+}
+
+/// `X-Forwarded-For`, `-Proto` and `-Host` for one request.
+#[derive(Clone, Debug)]
+pub struct Forwarded {
+    for_: HeaderValue,
+    proto: HeaderValue,
+    host: Option<HeaderValue>,
+}
+
+// === impl AddedFields ===
+
+impl AddedFields<'_> {
+    /// The fields, context first.
+    pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + '_ {
+        let [for_, proto, host, request_id] = &ADDED_NAMES;
+        let f = &self.forwarded;
+        self.context
+            .iter()
+            .flat_map(KeyContext::fields)
+            .chain([(for_, &f.for_), (proto, &f.proto)])
+            .chain(f.host.as_ref().map(|v| (host, v)))
+            .chain(std::iter::once((request_id, self.request_id)))
+    }
 
     /// Insert the fields into `headers` (a clone of a name or value is a reference count).
     pub fn insert_into(&self, headers: &mut HeaderMap) {
+        headers.reserve(12);
         for (name, value) in self.fields() {
             headers.insert(name.clone(), value.clone());
         }
@@ -121,6 +162,32 @@ impl<'a> KeyContext<'a> {
         for (name, value) in self.fields() {
             write_field(out, name, value);
         }
+    }
+}
+
+// === impl Forwarded ===
+
+impl Forwarded {
+    /// The values for a request from `peer` over `proto` (`http` or `https`) naming `host`. With `trust` the
+    /// client's own values count: its `X-Forwarded-For` is appended to, its `-Proto` and `-Host` are kept.
+    /// Read from `headers` before [`strip`] removes the client's fields.
+    pub fn new(
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        proto: &str,
+        host: Option<HeaderValue>,
+        trust: bool,
+    ) -> Self {
+        let client = |name: &HeaderName| trust.then(|| headers.get(name)).flatten();
+        let for_ = client(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|prior| HeaderValue::from_str(&format!("{prior}, {}", peer.ip())).ok())
+            .unwrap_or_else(|| peer_value(peer.ip()));
+        let proto = client(&X_FORWARDED_PROTO).cloned().unwrap_or_else(|| {
+            HeaderValue::from_static(if proto == "https" { "https" } else { "http" })
+        });
+        let host = client(&X_FORWARDED_HOST).cloned().or(host);
+        Self { for_, proto, host }
     }
 }
 
@@ -178,6 +245,9 @@ pub struct StripRules<'a> {
     pub api_key_header: Option<&'a HeaderName>,
     /// The context prefix: every client-sent header under it is spoofed context.
     pub context_prefix: Option<&'a str>,
+    /// Remove the client's `X-Forwarded-For`, `-Proto`, `-Host` and `X-Request-Id`: Keyward sets them
+    /// ([`AddedFields`]).
+    pub added: bool,
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1: those named by `Connection`, plus the fixed list), then what
@@ -197,6 +267,9 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
             Some(_) => true,
             None => match text {
                 "authorization" | "signature" | "signature-input" => rules.api_key_header.is_some(),
+                "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id" => {
+                    rules.added
+                }
                 _ => {
                     rules.api_key_header.is_some_and(|h| h == name)
                         || rules.context_prefix.is_some_and(|p| text.starts_with(p))
@@ -269,41 +342,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             keep_upgrade,
             api_key_header: None,
             context_prefix: None,
+            added: false,
         },
     );
-}
-
-/// Set `X-Forwarded-For`/`-Proto`/`-Host`. With `trust` the client's own values are kept (appended to).
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: SocketAddr,
-    proto: &str,
-    host: Option<&HeaderValue>,
-    trust: bool,
-) {
-    let prior = trust
-        .then(|| headers.get(&X_FORWARDED_FOR))
-        .flatten()
-        .and_then(|v| v.to_str().ok());
-    let xff = match prior {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.ip())).ok(),
-        None => Some(peer_value(peer.ip())),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
-        );
-    }
-    if !(trust && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
-            None => headers.remove(X_FORWARDED_HOST),
-        };
-    }
 }
 
 /// The peer address as a header value. A sidecar's traffic comes from few peers (often one ingress), so the
@@ -389,6 +430,7 @@ mod tests {
                 keep_upgrade: true,
                 api_key_header: Some(&api_key),
                 context_prefix: Some("x-auth-"),
+                added: false,
             },
         );
         let mut left: Vec<_> = h.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
@@ -404,17 +446,40 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_the_peer_or_appended_when_trusted() {
+    fn forwarded_fields_are_the_peers_or_build_on_the_clients_when_trusted() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        set_forwarded(&mut h, peer, "http", None, true);
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
-        set_forwarded(&mut h, peer, "http", None, false);
-        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        let host = Some(HeaderValue::from_static("api.example"));
+        let id = HeaderValue::from_static("r1");
+        let lines = |forwarded: Forwarded| {
+            let mut out = Vec::new();
+            let added = AddedFields {
+                context: None,
+                forwarded,
+                request_id: &id,
+            };
+            added.write_lines(&mut out);
+            let mut map = HeaderMap::new();
+            added.insert_into(&mut map);
+            assert_eq!(map.len(), out.split(|b| *b == b'\n').count() - 1);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            lines(Forwarded::new(&h, peer, "http", host.clone(), true)),
+            "x-forwarded-for: 203.0.113.9, 127.0.0.1\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: api.example\r\nx-request-id: r1\r\n"
+        );
+        assert_eq!(
+            lines(Forwarded::new(&h, peer, "http", None, false)),
+            "x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-request-id: r1\r\n"
+        );
         let other: SocketAddr = "[::1]:9".parse().unwrap();
-        set_forwarded(&mut h, other, "http", None, false);
-        assert_eq!(h[&X_FORWARDED_FOR], "::1");
+        assert!(
+            lines(Forwarded::new(&h, other, "https", None, false))
+                .starts_with("x-forwarded-for: ::1\r\nx-forwarded-proto: https\r\n")
+        );
     }
 
     #[test]
@@ -428,13 +493,14 @@ mod tests {
             keep_upgrade: false,
             api_key_header: None,
             context_prefix: Some(c.prefix()),
+            added: false,
         };
         strip(&mut h, &rules);
         assert_eq!(h.len(), 1);
     }
 
     #[test]
-    fn context_written_as_lines_and_inserted_into_a_map_are_the_same_fields() {
+    fn added_fields_written_as_lines_and_inserted_into_a_map_are_the_same() {
         let key = crate::keys::view::ApiKeyInput {
             name: Some("till 7".into()),
             user_name: Some("Zoë".into()),
@@ -451,10 +517,17 @@ mod tests {
             scheme: Scheme::Rfc9421,
         };
         let context = ContextHeaders::new("X-Auth-");
+        let request_id = HeaderValue::from_static("r1");
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let added = AddedFields {
+            context: Some(context.of(&principal)),
+            forwarded: Forwarded::new(&HeaderMap::new(), peer, "http", None, false),
+            request_id: &request_id,
+        };
         let mut map = HeaderMap::new();
-        context.of(&principal).insert_into(&mut map);
+        added.insert_into(&mut map);
         let mut lines = Vec::new();
-        context.of(&principal).write_lines(&mut lines);
+        added.write_lines(&mut lines);
         let mut from_map: Vec<String> = map
             .iter()
             .map(|(k, v)| format!("{k}: {}\r\n", v.to_str().unwrap()))
@@ -472,6 +545,9 @@ mod tests {
             "x-auth-permissions: orders:read,x:y\r\n".to_owned(),
             "x-auth-scheme: rfc9421\r\n".to_owned(),
             "x-auth-user: Zo%C3%AB\r\n".to_owned(),
+            "x-forwarded-for: 127.0.0.1\r\n".to_owned(),
+            "x-forwarded-proto: http\r\n".to_owned(),
+            "x-request-id: r1\r\n".to_owned(),
         ];
         assert_eq!(written, expected);
     }

@@ -205,33 +205,35 @@ async fn pipeline<'s>(
         )
         .boxed(),
     };
-    sanitize(state, conn, &mut parts, request_id, upgrade);
-    // The context goes with the request to the upstream client, which writes it where it is cheapest (see
-    // `KeyContext`); `sanitize` has stripped every client-sent field under its prefix.
-    let mut context = principal.as_ref().map(|a| state.context.of(&a.principal));
+    // The fields Keyward adds go with the request to the upstream client, which writes them where it is
+    // cheapest (see `AddedFields`); `sanitize` has stripped every client-sent field of their names.
+    let added = headers::AddedFields {
+        forwarded: sanitize(state, conn, &mut parts, upgrade),
+        context: principal.as_ref().map(|a| state.context.of(&a.principal)),
+        request_id,
+    };
     let registered = match &rule.upstream {
         Some(name) => Some(state.registry.active(name)?),
         None => None,
     };
     let mut upstream_req = Request::from_parts(parts, body);
-    let used = match &registered {
+    let (used, added) = match &registered {
         Some(entry) => {
-            // A registered upstream's own headers are set after the context and win over it.
-            if let Some(context) = context.take() {
-                context.insert_into(upstream_req.headers_mut());
-            }
+            // A registered upstream's own headers are set after the added fields and win over them.
+            added.insert_into(upstream_req.headers_mut());
             // Boxed: only registered upstreams take it, and its future would enlarge every request's.
-            Box::pin(inject(state, entry, &mut upstream_req)).await?
+            let used = Box::pin(inject(state, entry, &mut upstream_req)).await?;
+            (used, None)
         }
         None => {
             *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
-            None
+            (None, Some(added))
         }
     };
     *upstream_req.version_mut() = http::Version::HTTP_11;
     let client = registered.as_ref().map_or(&state.upstream, |e| &e.client);
     let sent = Instant::now();
-    let mut response = client.send(upstream_req, context).await?;
+    let mut response = client.send(upstream_req, added).await?;
     if let (Some(entry), Some(token)) = (&registered, &used) {
         if response.status() == http::StatusCode::UNAUTHORIZED {
             // The upstream refused the token (revoked early, rotated): the next request fetches a new one.
@@ -341,26 +343,16 @@ fn client_origin<'r>(
     (scheme, authority)
 }
 
-/// Headers on the way upstream: hop-by-hop out, credentials and spoofed context out, forwarding in. The
-/// principal's context is added by the upstream client (`KeyContext`).
+/// Headers on the way upstream: hop-by-hop out, credentials and spoofed context out, and every field Keyward
+/// adds itself out, after reading what is kept of the client's forwarding fields. Returns those; the upstream
+/// client adds them with the context and the request id (`AddedFields`).
 fn sanitize(
     state: &ProxyState,
     conn: ConnInfo,
     parts: &mut http::request::Parts,
-    request_id: &HeaderValue,
     upgrade: bool,
-) {
+) -> headers::Forwarded {
     let h = &mut parts.headers;
-    headers::strip(
-        h,
-        &headers::StripRules {
-            keep_upgrade: upgrade,
-            api_key_header: (!state.cfg.forward_credentials).then_some(&state.cfg.api_key_header),
-            context_prefix: Some(state.context.prefix()),
-        },
-    );
-    // Forwarding, Host and the request id: one growth of the map instead of one per insert.
-    h.reserve(5);
     let sent_host = h.get(header::HOST).cloned();
     let host = sent_host.clone().or_else(|| {
         parts
@@ -368,12 +360,21 @@ fn sanitize(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    headers::set_forwarded(
+    let forwarded = headers::Forwarded::new(
         h,
         conn.peer,
         if conn.tls { "https" } else { "http" },
-        host.as_ref(),
+        host.clone(),
         state.cfg.trust_forwarded,
+    );
+    headers::strip(
+        h,
+        &headers::StripRules {
+            keep_upgrade: upgrade,
+            api_key_header: (!state.cfg.forward_credentials).then_some(&state.cfg.api_key_header),
+            context_prefix: Some(state.context.prefix()),
+            added: true,
+        },
     );
     if !state.cfg.preserve_host {
         match state.upstream.host() {
@@ -384,7 +385,7 @@ fn sanitize(
         // An absolute-form target without `Host` (HTTP/1.1 proxies' style): name it from the URI.
         h.insert(header::HOST, from_uri);
     }
-    h.insert(headers::REQUEST_ID.clone(), request_id.clone());
+    forwarded
 }
 
 fn scheme_label(s: Scheme) -> &'static str {

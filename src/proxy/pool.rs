@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 
 use super::forward::{BoxError, ProxyBody};
 use super::h1::{self, SocketBody};
-use super::headers::KeyContext;
+use super::headers::AddedFields;
 
 /// Why a pooled exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,18 +85,18 @@ impl H1Pool {
     /// Send `req` on an idle connection or a new one. The URI is sent in origin form and a missing `Host` is
     /// set to the upstream's authority. Not an `async fn`: the request is handed on before the future is made,
     /// so the future does not hold a copy of it.
-    /// The principal's `context` is written by the lean exchange or inserted into the map for hyper's.
+    /// The `added` fields are written by the lean exchange or inserted into the map for hyper's.
     pub fn send(
         self: &Arc<Self>,
         mut req: Request<ProxyBody>,
-        context: Option<KeyContext<'_>>,
+        added: Option<AddedFields<'_>>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, PoolError>> + '_ {
         origin_form(&mut req, &self.host);
         if h1::eligible(&req) {
-            Either::Left(h1::send(self, req, context))
+            Either::Left(h1::send(self, req, added))
         } else {
-            if let Some(context) = context {
-                context.insert_into(req.headers_mut());
+            if let Some(added) = added {
+                added.insert_into(req.headers_mut());
             }
             // Boxed: the rarer path, whose futures would otherwise set the size of every request's future
             // (it is moved several times before it is pinned).
