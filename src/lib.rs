@@ -17,4 +17,5 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod sign;
+pub mod timer;
 pub mod upstreams;

@@ -450,6 +450,55 @@ async fn upstream_down_is_502_and_slow_is_504_without_hanging() {
 }
 
 #[tokio::test]
+async fn a_head_not_finished_in_time_and_an_idle_connection_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let kw = Keyward::start(
+        echo_upstream().await,
+        "[limits]\nheader_read_timeout = \"1s\"\n",
+    )
+    .await;
+    let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
+    let closed_within = |mut s: tokio::net::TcpStream, limit: Duration| async move {
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(limit, s.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "still open after {limit:?}");
+        started.elapsed()
+    };
+    // Requests 0.6 s apart on one connection are served (the 1 s timer is re-armed for each head); half a
+    // head, then nothing: closed at the timeout.
+    let mut slow = tokio::net::TcpStream::connect(kw.proxy).await.unwrap();
+    let request = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Api-Key: {}\r\n\r\n",
+        key["encoded"].as_str().unwrap()
+    );
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        slow.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = slow.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    slow.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let waited = closed_within(slow, Duration::from_secs(5)).await;
+    assert!(
+        waited >= Duration::from_millis(700),
+        "closed after {waited:?}"
+    );
+    // A connection that never sends anything is closed too (before hyper-util has decided its version).
+    let idle = tokio::net::TcpStream::connect(kw.proxy).await.unwrap();
+    closed_within(idle, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 async fn oversized_headers_and_bodies_are_refused() {
     let kw = Keyward::start(
         echo_upstream().await,

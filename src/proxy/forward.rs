@@ -18,6 +18,7 @@ use super::headers::AddedFields;
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 use crate::config::UpstreamConfig;
 use crate::error::Error;
+use crate::timer::SleepPool;
 
 /// A body error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,6 +41,8 @@ pub struct Upstream {
     base_path: String,
     host: Option<HeaderValue>,
     timeout: Duration,
+    /// Reusable sleeps for the response timeout of proxied requests (`crate::timer`).
+    sleeps: SleepPool,
 }
 
 /// Why the upstream client could not be built.
@@ -80,6 +83,7 @@ impl Upstream {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
             timeout: cfg.timeout,
+            sleeps: SleepPool::default(),
         }
     }
 }
@@ -152,7 +156,7 @@ impl Upstream {
             req.uri().authority().is_none() || req.uri().authority() == self.base.authority()
         });
         let exchange = match pooled {
-            Some(pool) => Either::Left(tokio::time::timeout(self.timeout, pool.send(req, added))),
+            Some(pool) => Either::Left(self.sleeps.timeout(self.timeout, pool.send(req, added))),
             None => {
                 if let Some(added) = added {
                     added.insert_into(req.headers_mut());

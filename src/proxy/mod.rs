@@ -130,9 +130,6 @@ pub async fn handle(
             crate::proxy::forward::boxed(e.to_response())
         }
     };
-    response
-        .headers_mut()
-        .insert(headers::REQUEST_ID.clone(), request_id.clone());
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let route = if trace.route.is_empty() {
@@ -171,6 +168,10 @@ pub async fn handle(
             duration: elapsed,
         });
     }
+    // Moved, not cloned: a clone of a freshly made value costs an allocation.
+    response
+        .headers_mut()
+        .insert(headers::REQUEST_ID, request_id);
     response
 }
 

@@ -1,6 +1,8 @@
 //! Listeners: bind, accept under a connection cap, optional TLS handshake under a timeout, then hyper-util's
-//! auto (HTTP/1.1 + h2/h2c) connection with header-read timeout and header limits; graceful drain on shutdown.
+//! auto (HTTP/1.1 + h2/h2c) connection with a deadline on its first bytes, header-read timeout and header
+//! limits; graceful drain on shutdown.
 
+mod first_bytes;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 use crate::proxy::forward::ProxyBody;
+use crate::timer::HyperTimer;
+use first_bytes::FirstBytes;
 
 /// Per-connection facts a handler needs.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +97,7 @@ impl Listener {
             let watcher = graceful.watcher();
             let (builder, handler, tls) = (Arc::clone(&builder), handler.clone(), self.tls.clone());
             let handshake_timeout = limits.tls_handshake_timeout;
+            let first_bytes_timeout = limits.header_read_timeout;
             let max_header_bytes = limits.max_header_bytes;
             tokio::spawn(async move {
                 let _permit = permit;
@@ -116,10 +121,10 @@ impl Listener {
                 let result = match tls {
                     None => {
                         watcher
-                            .watch(
-                                builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), service),
-                            )
+                            .watch(builder.serve_connection_with_upgrades(
+                                TokioIo::new(FirstBytes::new(stream, first_bytes_timeout)),
+                                service,
+                            ))
                             .await
                     }
                     Some(acceptor) => {
@@ -129,12 +134,10 @@ impl Listener {
                             return;
                         };
                         watcher
-                            .watch(
-                                builder.serve_connection_with_upgrades(
-                                    TokioIo::new(tls_stream),
-                                    service,
-                                ),
-                            )
+                            .watch(builder.serve_connection_with_upgrades(
+                                TokioIo::new(FirstBytes::new(tls_stream, first_bytes_timeout)),
+                                service,
+                            ))
                             .await
                     }
                 };
@@ -194,15 +197,18 @@ const READ_BUF_MAX: usize = 256 * 1024;
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // One pool of reusable sleeps for the listener's deadlines: the header-read timeout is armed for every
+    // request (`crate::timer`).
+    let timer = HyperTimer::default();
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(timer.clone())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(READ_BUF_MAX))
         .max_headers(limits.max_headers);
     builder
         .http2()
-        .timer(TokioTimer::new())
+        .timer(timer)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     builder
