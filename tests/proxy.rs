@@ -95,6 +95,46 @@ async fn every_bearer_wire_form_reaches_the_upstream_with_context_and_without_th
 }
 
 #[tokio::test]
+async fn more_than_one_credential_is_refused_before_any_is_checked() {
+    let kw = start().await;
+    let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
+    let encoded = key["encoded"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {encoded}");
+    for sent in [
+        vec![
+            ("authorization", bearer.clone()),
+            ("authorization", bearer.clone()),
+        ],
+        vec![
+            ("x-api-key", encoded.clone()),
+            ("x-api-key", encoded.clone()),
+        ],
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-api-key", encoded.clone()),
+        ],
+        vec![
+            ("x-api-key", encoded.clone()),
+            ("signature-input", "sig1=()".into()),
+        ],
+    ] {
+        let r = get(&kw.proxy_url("/x"), &sent).await;
+        assert_eq!(r.status, 401, "{sent:?}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("exactly one credential"),
+            "{sent:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        get(&kw.proxy_url("/x"), &[("authorization", bearer)])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
 async fn spoofed_context_and_hop_by_hop_headers_never_reach_the_upstream() {
     let kw = start().await;
     let key = kw

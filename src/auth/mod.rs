@@ -217,11 +217,19 @@ impl Authenticator {
                 Ok(())
             }
         };
-        let mut authz = req.headers.get_all(header::AUTHORIZATION).iter();
-        if let Some(value) = authz.next() {
-            if authz.next().is_some() {
-                return Err(MULTIPLE);
+        // One pass over the fields instead of four hashed lookups: a request carries few, and the names
+        // compare cheaply (a standard name by its index, a custom one by its bytes).
+        let (mut authz, mut key, mut signed) = (Single::None, Single::None, false);
+        for (name, value) in req.headers {
+            if name == header::AUTHORIZATION {
+                authz.add(value);
             }
+            if *name == self.api_key_header {
+                key.add(value);
+            }
+            signed |= name == SIGNATURE_INPUT || name == SIGNATURE;
+        }
+        if let Some(value) = authz.value()? {
             let bytes = value.as_bytes();
             let (scheme, rest) = split_scheme(bytes);
             if scheme.eq_ignore_ascii_case(b"bearer") || scheme.eq_ignore_ascii_case(b"basic") {
@@ -233,14 +241,10 @@ impl Authenticator {
                 return Err(UNSUPPORTED);
             }
         }
-        let mut keys = req.headers.get_all(&self.api_key_header).iter();
-        if let Some(value) = keys.next() {
-            if keys.next().is_some() {
-                return Err(MULTIPLE);
-            }
+        if let Some(value) = key.value()? {
             put(Presented::Bearer(Cow::Borrowed(value.as_bytes())))?;
         }
-        if req.headers.contains_key(SIGNATURE_INPUT) || req.headers.contains_key(SIGNATURE) {
+        if signed {
             put(Presented::Rfc9421)?;
         }
         if let (Some(param), Some(query)) = (&self.api_key_query, req.uri.query()) {
@@ -249,6 +253,31 @@ impl Authenticator {
             }
         }
         Ok(found)
+    }
+}
+
+/// A credential field that may appear at most once.
+enum Single<'a> {
+    None,
+    One(&'a http::HeaderValue),
+    Many,
+}
+
+impl<'a> Single<'a> {
+    fn add(&mut self, value: &'a http::HeaderValue) {
+        *self = match self {
+            Self::None => Self::One(value),
+            _ => Self::Many,
+        };
+    }
+
+    /// The value; more than one is refused (which one counts would be a guess).
+    fn value(self) -> Result<Option<&'a http::HeaderValue>, AuthFailure> {
+        match self {
+            Self::None => Ok(None),
+            Self::One(v) => Ok(Some(v)),
+            Self::Many => Err(MULTIPLE),
+        }
     }
 }
 
