@@ -1,5 +1,6 @@
-//! Header rules on the way through: hop-by-hop removal (RFC 9110 §7.6.1), stripping of credentials and of every
-//! client-sent context header, then setting the context from the principal (strip, then set).
+//! Header rules on the way through: hop-by-hop removal (RFC 9110 §7.6.1), stripping of credentials, of every
+//! client-sent context header and of the fields Keyward sets itself, then the fields Keyward adds (the
+//! principal's context, forwarding, request id: strip, then add).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -151,7 +152,8 @@ impl AddedFields<'_> {
 
     /// Insert the fields into `headers` (a clone of a name or value is a reference count).
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        headers.reserve(12);
+        // At most 7 context fields, 3 forwarding fields and the request id: one growth of the map.
+        headers.reserve(11);
         for (name, value) in self.fields() {
             headers.insert(name.clone(), value.clone());
         }
