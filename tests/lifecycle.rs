@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Keyward, base_config, echo_upstream, eventually, get, python};
+use common::{Keyward, base_config, echo_upstream, eventually, get, python, slow_upstream};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -78,28 +78,6 @@ async fn acknowledged_changes_survive_a_restart() {
     );
     let list = kw.admin(Method::GET, "/apikeys", None).await.json();
     assert_eq!(list["totalCount"], 2);
-}
-
-/// An upstream that answers after a delay, to hold a request in flight.
-async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                tokio::time::sleep(delay).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow",
-                    )
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

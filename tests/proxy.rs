@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Keyward, echo_upstream, get, raw, send};
+use common::{Keyward, echo_upstream, get, raw, send, slow_upstream};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -536,6 +536,29 @@ async fn a_head_not_finished_in_time_and_an_idle_connection_are_closed() {
     // A connection that never sends anything is closed too (before hyper-util has decided its version).
     let idle = tokio::net::TcpStream::connect(kw.proxy).await.unwrap();
     closed_within(idle, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_client_that_closes_its_sending_side_still_gets_its_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A slow upstream, so the request is still in flight when the client's FIN arrives.
+    let kw = Keyward::start(slow_upstream(Duration::from_millis(300)).await, "").await;
+    let key = kw.create_key(json!({"name": "k", "isActive": true})).await;
+    let mut s = tokio::net::TcpStream::connect(kw.proxy).await.unwrap();
+    let request = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Api-Key: {}\r\n\r\n",
+        key["encoded"].as_str().unwrap()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut response))
+        .await
+        .expect("the response came")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("slow"), "{text}");
 }
 
 #[tokio::test]
