@@ -217,14 +217,7 @@ fn replay_window(c: &mut Criterion) {
 fn upstream_exchange(c: &mut Criterion) {
     use http_body_util::{BodyExt, Empty};
     use keyward::proxy::h1;
-    let auth = authenticator(10);
-    let probe = key(3);
-    let principal: Principal = auth
-        .bearer(
-            encode_credential(&probe.client_id, probe.client_secret.expose()).as_bytes(),
-            Utc::now(),
-        )
-        .expect("ok");
+    let principal = bench_principal();
     let context = ContextHeaders::new("X-Auth-");
     let mut req = http::Request::new(Empty::new().map_err(|e| match e {}).boxed());
     *req.uri_mut() = Uri::from_static("/orders/42?expand=lines");
@@ -265,15 +258,19 @@ fn upstream_exchange(c: &mut Criterion) {
     });
 }
 
-fn header_rewrite(c: &mut Criterion) {
-    let auth = authenticator(10);
+/// The principal of bench key 3 (a user, a device, two permissions), authenticated by bearer.
+fn bench_principal() -> Principal {
     let probe = key(3);
-    let principal: Principal = auth
+    authenticator(10)
         .bearer(
             encode_credential(&probe.client_id, probe.client_secret.expose()).as_bytes(),
             Utc::now(),
         )
-        .expect("ok");
+        .expect("bench key 3 authenticates")
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let principal = bench_principal();
     let context = ContextHeaders::new("X-Auth-");
     let mut base = HeaderMap::new();
     base.insert("host", HeaderValue::from_static("api.example.com"));
