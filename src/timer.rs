@@ -76,8 +76,8 @@ impl SleepPool {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Idle sleeps (for tests).
-    pub fn idle_len(&self) -> usize {
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
         self.idle().len()
     }
 }

@@ -40,7 +40,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::forward::{BoxError, ProxyBody};
-use super::headers::{AddedFields, write_field};
+use super::headers::{AddedFields, connection_named, write_field};
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 
 /// Most fields accepted in a response head (hyper's default too).
@@ -331,19 +331,10 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Remove the fields a `Connection` header names as hop-by-hop (rare: the usual tokens are options).
+/// Remove the fields a `Connection` header names as hop-by-hop (rare: the usual items are options).
 fn remove_connection_named(headers: &mut HeaderMap, connection: Fields<'_>) {
-    for token in connection.items() {
-        if token.is_empty()
-            || [&b"close"[..], b"keep-alive", b"upgrade"]
-                .iter()
-                .any(|t| token.eq_ignore_ascii_case(t))
-        {
-            continue;
-        }
-        if let Ok(name) = HeaderName::from_bytes(token) {
-            headers.remove(name);
-        }
+    for name in connection.items().filter_map(connection_named) {
+        headers.remove(name);
     }
 }
 

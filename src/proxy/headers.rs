@@ -285,20 +285,12 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
     if connection {
         // Headers the sender marked hop-by-hop by naming them in `Connection`.
         for value in headers.get_all(header::CONNECTION) {
-            for named in value.to_str().unwrap_or("").split(',') {
-                let named = named.trim();
-                // The usual tokens are options, not names, or already removed above.
-                if ["close", "keep-alive", "upgrade"]
-                    .iter()
-                    .any(|t| named.eq_ignore_ascii_case(t))
-                {
-                    continue;
-                }
-                match HeaderName::from_bytes(named.as_bytes()) {
-                    Ok(n) if !(rules.keep_upgrade && n == header::UPGRADE) => doomed.push(n),
-                    _ => {}
-                }
-            }
+            doomed.extend(
+                value
+                    .as_bytes()
+                    .split(|b| *b == b',')
+                    .filter_map(connection_named),
+            );
         }
     }
     for name in doomed {
@@ -307,6 +299,20 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
     if rules.keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// The field a `Connection` item names as hop-by-hop, to be removed with it. `None` for the usual options
+/// (`close`; `keep-alive` and `upgrade`, whose fields the fixed list covers) and for an item that is no field
+/// name (an empty one among them).
+pub fn connection_named(item: &[u8]) -> Option<HeaderName> {
+    let item = item.trim_ascii();
+    if [&b"close"[..], b"keep-alive", b"upgrade"]
+        .iter()
+        .any(|option| item.eq_ignore_ascii_case(option))
+    {
+        return None;
+    }
+    HeaderName::from_bytes(item).ok()
 }
 
 /// A hop-by-hop field (RFC 9110 §7.6.1), by the part it plays in framing a response.
