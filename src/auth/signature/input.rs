@@ -1,7 +1,16 @@
-//! `Signature-Input` / `Signature` parsing (RFC 9421 §4.1, §4.2) as RFC 8941
-//! Dictionaries via the `sfv` crate, and covered-component identifiers (§2).
+//! `Signature-Input` / `Signature` parsing (RFC 9421 §4.1, §4.2) as RFC 9651 Dictionaries, read with the `sfv`
+//! crate's visitor API (members borrowed from the field values, nothing built for what is not used), and
+//! covered-component identifiers (§2).
 
-use sfv::{BareItem, Dictionary, FieldType as _, Item, KeyRef, ListEntry, ListSerializer, Parser};
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::ops::Range;
+
+use sfv::visitor::{
+    DictionaryVisitor, EntryVisitor, Ignored, InnerListVisitor, ItemVisitor, ParameterVisitor,
+};
+use sfv::{BareItemFromInput, KeyRef, ListSerializer, Parser, RefBareItem};
+use smallvec::SmallVec;
 
 use super::{
     ALG_HMAC_SHA256, ParsedSignature, SIGNATURE, SIGNATURE_INPUT, SignatureError, SignaturePolicy,
@@ -36,13 +45,14 @@ pub(crate) enum ComponentKind {
     },
 }
 
-/// One covered component: its identifier as an sfv item and its serialization.
+/// One covered component: its serialized identifier and what it resolves to.
 #[derive(Debug, Clone)]
 pub(crate) struct Component {
-    /// RFC 9421 §2.5: the serialized component identifier, e.g. `"@method"`.
+    /// RFC 9421 §2.5: the serialized component identifier, e.g. `"@method"` or `"content-digest";sf`.
     pub(crate) id: String,
     pub(crate) kind: ComponentKind,
-    item: Item,
+    /// The name's end in `id`: it starts after the opening quote.
+    name_end: usize,
 }
 
 // === impl Component ===
@@ -50,13 +60,273 @@ pub(crate) struct Component {
 impl Component {
     /// The component name without parameters.
     pub(crate) fn name(&self) -> &str {
-        self.item.bare_item.as_string().map_or("", |s| s.as_str())
+        self.id.get(1..self.name_end).unwrap_or("")
+    }
+}
+
+/// Parameters as read (RFC 9651 §3.1.2), borrowed from the input where it allows. A repeated key overwrites
+/// its value in place, as the RFC's parsing algorithm does (§4.2.3.2).
+#[derive(Debug, Default)]
+pub(crate) struct Params<'de>(SmallVec<[(&'de KeyRef, BareItemFromInput<'de>); 4]>);
+
+/// An item as read: a bare item with its parameters.
+#[derive(Debug)]
+pub(crate) struct RefItem<'de> {
+    bare: BareItemFromInput<'de>,
+    params: Params<'de>,
+}
+
+/// An inner list as read.
+#[derive(Debug, Default)]
+struct RefInnerList<'de> {
+    /// On the heap: a list of items is a few hundred bytes, moved with its member otherwise.
+    items: Vec<RefItem<'de>>,
+    params: Params<'de>,
+}
+
+/// One `Signature-Input` member; `list` is `None` when the member is an item, not an inner list.
+struct InputMember<'de> {
+    label: &'de KeyRef,
+    list: Option<RefInnerList<'de>>,
+}
+
+/// One `Signature` member; `signature` is `None` when the member is not a byte sequence.
+struct SignatureMember<'de> {
+    label: &'de KeyRef,
+    signature: Option<Vec<u8>>,
+}
+
+// === impl Params ===
+
+impl<'de> Params<'de> {
+    /// A parameter list from owned values (the signing side).
+    pub(crate) fn from_pairs(
+        pairs: impl IntoIterator<Item = (&'de KeyRef, BareItemFromInput<'de>)>,
+    ) -> Self {
+        let mut params = Self::default();
+        for (key, value) in pairs {
+            params.set(key, value);
+        }
+        params
+    }
+
+    fn set(&mut self, key: &'de KeyRef, value: BareItemFromInput<'de>) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'de KeyRef, &BareItemFromInput<'de>)> + '_ {
+        self.0.iter().map(|(k, v)| (*k, v))
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k.as_str() == key)
+    }
+}
+
+impl<'de> ParameterVisitor<'de> for &mut Params<'de> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn parameter(
+        &mut self,
+        key: &'de KeyRef,
+        value: BareItemFromInput<'de>,
+    ) -> Result<(), Self::Error> {
+        self.set(key, value);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+// === impl RefItem ===
+
+impl<'de> RefItem<'de> {
+    /// A component identifier as [`super::sign`] accepts it: a bare name (`@method`, `content-digest`) or a
+    /// serialized identifier (`"@query-param";name="a"`).
+    pub(crate) fn component(s: &'de str) -> Result<Self, SignatureError> {
+        let malformed = SignatureError::Malformed("component");
+        if s.starts_with('"') {
+            let mut params = Params::default();
+            let bare = Parser::new(s)
+                .parse_item_with_visitor(TopItem(&mut params))
+                .map_err(|_| malformed.clone())?;
+            Ok(Self { bare, params })
+        } else {
+            let name = sfv::String::from_string(s.to_owned()).map_err(|_| malformed)?;
+            Ok(Self {
+                bare: BareItemFromInput::String(Cow::Owned(name)),
+                params: Params::default(),
+            })
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        match &self.bare {
+            BareItemFromInput::String(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a top-level item: its parameters into the given list, its bare item returned.
+struct TopItem<'a, 'de>(&'a mut Params<'de>);
+
+impl<'a, 'de> ItemVisitor<'de> for TopItem<'a, 'de> {
+    type Out = BareItemFromInput<'de>;
+    type Error = Infallible;
+
+    fn bare_item(
+        self,
+        bare: BareItemFromInput<'de>,
+    ) -> Result<impl ParameterVisitor<'de, Out = Self::Out>, Self::Error> {
+        Ok(ItemSlot(bare, self.0))
+    }
+}
+
+/// Keeps a top-level item's bare item once its parameters have been read.
+struct ItemSlot<'a, 'de>(BareItemFromInput<'de>, &'a mut Params<'de>);
+
+impl<'de> ParameterVisitor<'de> for ItemSlot<'_, 'de> {
+    type Out = BareItemFromInput<'de>;
+    type Error = Infallible;
+
+    fn parameter(
+        &mut self,
+        key: &'de KeyRef,
+        value: BareItemFromInput<'de>,
+    ) -> Result<(), Self::Error> {
+        self.1.set(key, value);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Self::Out, Self::Error> {
+        Ok(self.0)
+    }
+}
+
+// === visitors for the two fields ===
+
+/// Appends each `Signature-Input` member of one field line.
+struct InputMembers<'a, 'de>(&'a mut SmallVec<[InputMember<'de>; 2]>);
+
+impl<'de> DictionaryVisitor<'de> for InputMembers<'_, 'de> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn entry(&mut self, label: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
+        let at = self.0.len();
+        self.0.push(InputMember { label, list: None });
+        Ok(InputEntry(&mut self.0[at]))
+    }
+
+    fn finish(self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+struct InputEntry<'a, 'de>(&'a mut InputMember<'de>);
+
+impl<'de> EntryVisitor<'de> for InputEntry<'_, 'de> {
+    type Error = Infallible;
+
+    fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
+        // Not an inner list: an error only if this member is the one selected.
+        Ok(Ignored)
+    }
+
+    fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Self::Error> {
+        Ok(InnerListSlot(self.0.list.insert(RefInnerList::default())))
+    }
+}
+
+struct InnerListSlot<'a, 'de>(&'a mut RefInnerList<'de>);
+
+impl<'de> InnerListVisitor<'de> for InnerListSlot<'_, 'de> {
+    type Error = Infallible;
+
+    fn item(&mut self) -> Result<impl ItemVisitor<'de>, Self::Error> {
+        Ok(ItemPush(&mut self.0.items))
+    }
+
+    fn finish(self) -> Result<impl ParameterVisitor<'de>, Self::Error> {
+        Ok(&mut self.0.params)
+    }
+}
+
+/// Appends one inner-list item.
+struct ItemPush<'a, 'de>(&'a mut Vec<RefItem<'de>>);
+
+impl<'a, 'de> ItemVisitor<'de> for ItemPush<'a, 'de> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn bare_item(
+        self,
+        bare: BareItemFromInput<'de>,
+    ) -> Result<impl ParameterVisitor<'de, Out = ()>, Self::Error> {
+        let at = self.0.len();
+        self.0.push(RefItem {
+            bare,
+            params: Params::default(),
+        });
+        Ok(&mut self.0[at].params)
+    }
+}
+
+/// Appends each `Signature` member of one field line.
+struct SignatureMembers<'a, 'de>(&'a mut SmallVec<[SignatureMember<'de>; 2]>);
+
+impl<'de> DictionaryVisitor<'de> for SignatureMembers<'_, 'de> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn entry(&mut self, label: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
+        let at = self.0.len();
+        self.0.push(SignatureMember {
+            label,
+            signature: None,
+        });
+        Ok(SignatureEntry(&mut self.0[at]))
+    }
+
+    fn finish(self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+struct SignatureEntry<'a, 'de>(&'a mut SignatureMember<'de>);
+
+impl<'de> EntryVisitor<'de> for SignatureEntry<'_, 'de> {
+    type Error = Infallible;
+
+    fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
+        let member = self.0;
+        Ok(move |bare| {
+            if let BareItemFromInput::ByteSequence(bytes) = bare {
+                member.signature = Some(bytes);
+            }
+            Ok::<_, Infallible>(Ignored)
+        })
+    }
+
+    fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Self::Error> {
+        Ok(Ignored)
     }
 }
 
 /// Classify one inner-list member (RFC 9421 §2: an sf-string with parameters); `id` is its serialization.
-pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, SignatureError> {
-    let Some(name) = item.bare_item.as_string().map(|s| s.as_str()) else {
+fn component_from_item(item: &RefItem<'_>, id: String) -> Result<Component, SignatureError> {
+    let Some(name) = item.name() else {
         return Err(SignatureError::Malformed(
             "component identifier is not a string",
         ));
@@ -80,9 +350,11 @@ pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, S
             "query" => no_params(ComponentKind::Query)?,
             "query-param" => {
                 let mut name = None;
-                for (k, v) in &item.params {
+                for (k, v) in item.params.iter() {
                     match (k.as_str(), v) {
-                        ("name", BareItem::String(n)) => name = Some(n.as_str().to_owned()),
+                        ("name", BareItemFromInput::String(n)) => {
+                            name = Some(n.as_str().to_owned());
+                        }
                         ("name", _) => return Err(SignatureError::Malformed("query-param name")),
                         _ => return Err(unsupported()),
                     }
@@ -103,10 +375,10 @@ pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, S
             return Err(SignatureError::Malformed("component field name"));
         }
         let (mut sf, mut key) = (false, None);
-        for (k, v) in &item.params {
+        for (k, v) in item.params.iter() {
             match (k.as_str(), v) {
-                ("sf", BareItem::Boolean(true)) => sf = true,
-                ("key", BareItem::String(s)) => key = Some(s.as_str().to_owned()),
+                ("sf", BareItemFromInput::Boolean(true)) => sf = true,
+                ("key", BareItemFromInput::String(s)) => key = Some(s.as_str().to_owned()),
                 ("sf" | "key", _) => return Err(SignatureError::Malformed("field parameter")),
                 // `bs`, `req`, `tr` and unknown parameters are not supported.
                 _ => return Err(unsupported()),
@@ -114,33 +386,23 @@ pub(crate) fn component_from_item(item: Item, id: String) -> Result<Component, S
         }
         ComponentKind::Field { sf, key }
     };
-    Ok(Component { id, kind, item })
-}
-
-/// A bare name (`@method`, `content-digest`) or a serialized identifier
-/// (`"@query-param";name="a"`), as accepted by [`super::sign`].
-pub(crate) fn component_from_str(s: &str) -> Result<Component, SignatureError> {
-    let item = if s.starts_with('"') {
-        Parser::new(s)
-            .parse::<Item>()
-            .map_err(|_| SignatureError::Malformed("component"))?
-    } else {
-        let name = sfv::String::from_string(s.to_owned())
-            .map_err(|_| SignatureError::Malformed("component"))?;
-        Item::new(name)
-    };
-    let id = item.serialize();
-    component_from_item(item, id)
+    // Every accepted name serializes without escapes (derived names are fixed, field names are tokens), so
+    // it is the identifier's text after the opening quote.
+    let name_end = 1 + name.len();
+    if id.get(1..name_end) != Some(name) {
+        return Err(SignatureError::Malformed("component identifier"));
+    }
+    Ok(Component { id, kind, name_end })
 }
 
 /// RFC 9421 §2.5: duplicate identifiers (parameter order ignored) are an error. A signature covers a handful
-/// of components, so pairwise comparison beats hashing formatted copies of each.
+/// of components, so pairwise comparison beats hashing formatted copies of each. Every parameter a component
+/// may carry is part of its kind, so name and kind are the identifier.
 pub(crate) fn reject_duplicates(components: &[Component]) -> Result<(), SignatureError> {
     for (i, c) in components.iter().enumerate() {
-        // `Parameters` is an IndexMap: equality ignores order, as §2.5 requires.
         if components[..i]
             .iter()
-            .any(|seen| seen.name() == c.name() && seen.item.params == c.item.params)
+            .any(|seen| seen.name() == c.name() && seen.kind == c.kind)
         {
             return Err(SignatureError::component(
                 SignatureError::DuplicateComponent,
@@ -151,103 +413,72 @@ pub(crate) fn reject_duplicates(components: &[Component]) -> Result<(), Signatur
     Ok(())
 }
 
-/// RFC 9421 §2.3: serialize the inner list of identifiers with its parameters.
-pub(crate) fn serialize_params(components: &[Component], params: &[(&KeyRef, BareItem)]) -> String {
-    serialize_inner(
-        components.iter().map(|c| &c.item),
-        params.iter().map(|(k, v)| (*k, v)),
-        |_| {},
-    )
-}
-
-/// The inner list serialized straight from references (sfv's serializers take parsed, already valid values,
-/// so this cannot fail). `member` gets each item's span in the output: that span is the item's serialized
-/// component identifier (§2.5), so it is not serialized twice.
-fn serialize_inner<'a>(
-    items: impl Iterator<Item = &'a Item>,
-    params: impl Iterator<Item = (&'a KeyRef, &'a BareItem)>,
-    mut member: impl FnMut(std::ops::Range<usize>),
-) -> String {
+/// RFC 9421 §2.3: the `@signature-params` value (the inner list of identifiers with its parameters, serialized
+/// with sfv's serializer from the values as read) and the components it covers, classified. Each identifier
+/// is its item's span of that serialization (§2.5), so it is not serialized twice.
+pub(crate) fn signature_params(
+    items: &[RefItem<'_>],
+    params: &Params<'_>,
+) -> Result<(Vec<Component>, String), SignatureError> {
     let mut out = String::with_capacity(128);
-    let mut list = ListSerializer::with_buffer(&mut out);
-    let mut inner = list.inner_list();
-    // After the opening parenthesis; then one space between members (RFC 9651 §4.1.1.1).
-    let mut start = 1;
-    for item in items {
-        let written = inner
-            .bare_item(&item.bare_item)
-            .parameters(&item.params)
-            .finish();
-        member(start..written.len());
-        start = written.len() + 1;
+    let mut spans = SmallVec::<[Range<usize>; 8]>::new();
+    {
+        let mut list = ListSerializer::with_buffer(&mut out);
+        let mut inner = list.inner_list();
+        // After the opening parenthesis; then one space between members (RFC 9651 §4.1.1.1).
+        let mut start = 1;
+        for item in items {
+            let written = inner
+                .bare_item(RefBareItem::from(&item.bare))
+                .parameters(item.params.iter().map(|(k, v)| (k, RefBareItem::from(v))))
+                .finish();
+            spans.push(start..written.len());
+            start = written.len() + 1;
+        }
+        let _ = inner
+            .finish()
+            .parameters(params.iter().map(|(k, v)| (k, RefBareItem::from(v))));
     }
-    let _ = inner.finish().parameters(params);
-    out
+    let components = items
+        .iter()
+        .zip(spans)
+        .map(|(item, span)| component_from_item(item, out.get(span).unwrap_or("").to_owned()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((components, out))
 }
 
-/// Read all lines of `name`, enforce the size limit and parse them as one
-/// Dictionary, rejecting keys repeated within or across lines.
-fn read_dictionary(
-    headers: &http::HeaderMap,
+/// Read all lines of one field, enforcing the size limit, each line parsed as a Dictionary by `visit` into
+/// `members`; a label repeated within or across lines is an error.
+fn read_members<'h, M>(
+    headers: &'h http::HeaderMap,
     name: &http::HeaderName,
     policy: &SignaturePolicy,
-) -> Result<Option<Dictionary>, SignatureError> {
+    members: &mut SmallVec<[M; 2]>,
+    label: impl Fn(&M) -> &'h KeyRef,
+    visit: impl Fn(Parser<'h>, &mut SmallVec<[M; 2]>) -> Result<(), sfv::Error>,
+) -> Result<bool, SignatureError> {
     let mut total = 0usize;
-    let mut dict: Option<Dictionary> = None;
+    let mut present = false;
     for value in headers.get_all(name) {
+        present = true;
         total = total.saturating_add(value.len()).saturating_add(2);
         if total > policy.max_header_bytes {
             return Err(SignatureError::TooLarge("header"));
         }
-        let line = Parser::new(value.as_bytes())
-            .parse::<Dictionary>()
+        let before = members.len();
+        visit(Parser::new(value.as_bytes()), members)
             .map_err(|_| SignatureError::Malformed("structured field syntax"))?;
-        // sfv keeps the last of duplicate keys (RFC 8941 §4.2.2); detect them.
-        let text = value
-            .to_str()
-            .map_err(|_| SignatureError::Malformed("non-ASCII header"))?;
-        if line.len() != count_members(text) {
-            return Err(SignatureError::DuplicateLabel);
-        }
-        let merged = match &mut dict {
-            // The usual single line is the dictionary as parsed.
-            None => dict.insert(line),
-            Some(merged) => {
-                for (k, v) in line {
-                    if merged.insert(k, v).is_some() {
-                        return Err(SignatureError::DuplicateLabel);
-                    }
-                }
-                merged
+        for i in before..members.len() {
+            let new = label(&members[i]);
+            if members[..i].iter().any(|m| label(m) == new) {
+                return Err(SignatureError::DuplicateLabel);
             }
-        };
-        if merged.len() > policy.max_labels {
+        }
+        if members.len() > policy.max_labels {
             return Err(SignatureError::TooLarge("labels"));
         }
     }
-    Ok(dict)
-}
-
-/// Number of top-level members of a Dictionary that `sfv` already accepted:
-/// outside sf-strings, a comma only separates members (RFC 8941 §3.2).
-fn count_members(text: &str) -> usize {
-    let (mut commas, mut in_string, mut escaped) = (0usize, false, false);
-    // The delimiters are ASCII: bytes will do.
-    for b in text.bytes() {
-        match (in_string, escaped, b) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => in_string = false,
-            (false, _, b'"') => in_string = true,
-            (false, _, b',') => commas += 1,
-            _ => {}
-        }
-    }
-    if text.trim().is_empty() {
-        0
-    } else {
-        commas + 1
-    }
+    Ok(present)
 }
 
 /// RFC 9421 §4: parse both fields, check labels pair up, select one signature.
@@ -258,61 +489,70 @@ pub(crate) fn parse(
     // Looked up by `HeaderName`: a `&str` name would be parsed and hashed again on every lookup.
     const INPUT: http::HeaderName = http::HeaderName::from_static(SIGNATURE_INPUT);
     const SIG: http::HeaderName = http::HeaderName::from_static(SIGNATURE);
-    let inputs = read_dictionary(headers, &INPUT, policy)?;
-    let sigs = read_dictionary(headers, &SIG, policy)?;
-    let (inputs, sigs) = match (inputs, sigs) {
-        (None, None) => return Err(SignatureError::Missing),
-        (Some(i), Some(s)) => (i, s),
+    let mut inputs = SmallVec::<[InputMember<'_>; 2]>::new();
+    let mut sigs = SmallVec::<[SignatureMember<'_>; 2]>::new();
+    let has_inputs = read_members(
+        headers,
+        &INPUT,
+        policy,
+        &mut inputs,
+        |m| m.label,
+        |parser, members| parser.parse_dictionary_with_visitor(InputMembers(members)),
+    )?;
+    let has_sigs = read_members(
+        headers,
+        &SIG,
+        policy,
+        &mut sigs,
+        |m| m.label,
+        |parser, members| parser.parse_dictionary_with_visitor(SignatureMembers(members)),
+    )?;
+    match (has_inputs, has_sigs) {
+        (false, false) => return Err(SignatureError::Missing),
+        (true, true) => {}
         _ => return Err(SignatureError::LabelMismatch),
-    };
+    }
     if inputs.is_empty() {
         return Err(SignatureError::Malformed("empty Signature-Input"));
     }
-    if inputs.len() != sigs.len() || inputs.keys().any(|k| !sigs.contains_key(k)) {
+    if inputs.len() != sigs.len()
+        || inputs
+            .iter()
+            .any(|i| !sigs.iter().any(|s| s.label == i.label))
+    {
         return Err(SignatureError::LabelMismatch);
     }
-    let label = match &policy.label {
-        Some(l) if inputs.contains_key(l.as_str()) => l.clone(),
-        Some(_) => return Err(SignatureError::LabelNotFound),
-        None if inputs.len() == 1 => inputs
-            .keys()
-            .next()
-            .map(|k| k.as_str().to_owned())
-            .unwrap_or_default(),
+    let selected = match &policy.label {
+        Some(l) => inputs
+            .iter()
+            .position(|m| m.label.as_str() == l.as_str())
+            .ok_or(SignatureError::LabelNotFound)?,
+        None if inputs.len() == 1 => 0,
         // Several signatures: the first one (in header order) carrying a keyid.
         None => inputs
             .iter()
-            .find(|(_, v)| matches!(v, ListEntry::InnerList(l) if l.params.contains_key("keyid")))
-            .map(|(k, _)| k.as_str().to_owned())
+            .position(|m| m.list.as_ref().is_some_and(|l| l.params.contains("keyid")))
             .ok_or(SignatureError::MissingParameter("keyid"))?,
     };
-    // Taken out of the dictionaries: the selected members are moved, not copied.
-    let (mut inputs, mut sigs) = (inputs, sigs);
-    let (Some(input), Some(sig)) = (
-        inputs.swap_remove(label.as_str()),
-        sigs.swap_remove(label.as_str()),
-    ) else {
+    let input = &inputs[selected];
+    let Some(sig) = sigs.iter_mut().find(|s| s.label == input.label) else {
         return Err(SignatureError::LabelMismatch);
     };
-    build(label, input, sig, policy)
+    build(input, sig.signature.take(), policy)
 }
 
 fn build(
-    label: String,
-    input: ListEntry,
-    sig: ListEntry,
+    input: &InputMember<'_>,
+    signature: Option<Vec<u8>>,
     policy: &SignaturePolicy,
 ) -> Result<ParsedSignature, SignatureError> {
-    let ListEntry::InnerList(inner) = input else {
+    let Some(inner) = &input.list else {
         return Err(SignatureError::Malformed(
             "Signature-Input member is not an inner list",
         ));
     };
-    let signature = match sig {
-        ListEntry::Item(Item {
-            bare_item: BareItem::ByteSequence(b),
-            ..
-        }) if !b.is_empty() => b,
+    let signature = match signature {
+        Some(b) if !b.is_empty() => b,
         _ => {
             return Err(SignatureError::Malformed(
                 "Signature member is not a byte sequence",
@@ -322,30 +562,19 @@ fn build(
     if inner.items.len() > policy.max_components {
         return Err(SignatureError::TooLarge("components"));
     }
-    let mut spans = smallvec::SmallVec::<[std::ops::Range<usize>; 8]>::new();
-    let params = serialize_inner(
-        inner.items.iter(),
-        inner.params.iter().map(|(k, v)| (k.as_ref(), v)),
-        |span| spans.push(span),
-    );
-    let components: Vec<Component> = inner
-        .items
-        .into_iter()
-        .zip(spans)
-        .map(|(item, span)| component_from_item(item, params[span].to_owned()))
-        .collect::<Result<_, _>>()?;
+    let (components, params) = signature_params(&inner.items, &inner.params)?;
     reject_duplicates(&components)?;
-    // RFC 9421 §2.3 signature parameters, moved out of the parsed list.
+    // RFC 9421 §2.3 signature parameters.
     let (mut created, mut expires, mut nonce, mut tag, mut key_id) = (None, None, None, None, None);
     let bad = || SignatureError::Malformed("signature parameter type");
-    let string = |v: BareItem| match v {
-        BareItem::String(s) => Ok(std::string::String::from(s)),
+    let string = |v: &BareItemFromInput<'_>| match v {
+        BareItemFromInput::String(s) => Ok(s.as_str().to_owned()),
         _ => Err(bad()),
     };
-    for (k, v) in inner.params {
+    for (k, v) in inner.params.iter() {
         match k.as_str() {
-            "created" => created = Some(v.as_integer().ok_or_else(bad)?.into()),
-            "expires" => expires = Some(v.as_integer().ok_or_else(bad)?.into()),
+            "created" => created = Some(integer(v).ok_or_else(bad)?),
+            "expires" => expires = Some(integer(v).ok_or_else(bad)?),
             "nonce" => nonce = Some(string(v)?),
             "tag" => tag = Some(string(v)?),
             "keyid" => key_id = Some(string(v)?),
@@ -357,7 +586,7 @@ fn build(
     }
     let key_id = key_id.ok_or(SignatureError::MissingParameter("keyid"))?;
     Ok(ParsedSignature {
-        label,
+        label: input.label.as_str().to_owned(),
         components,
         params,
         key_id,
@@ -367,4 +596,11 @@ fn build(
         expires,
         signature,
     })
+}
+
+fn integer(v: &BareItemFromInput<'_>) -> Option<i64> {
+    match v {
+        BareItemFromInput::Integer(i) => Some((*i).into()),
+        _ => None,
+    }
 }

@@ -387,27 +387,28 @@ pub fn sign(
         Some(n) => n.to_owned(),
         None => URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
     };
-    let parsed: Vec<Component> = components
+    let items = components
         .iter()
-        .map(|c| input::component_from_str(c))
-        .collect::<Result<_, _>>()?;
-    input::reject_duplicates(&parsed)?;
+        .map(|c| input::RefItem::component(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let string = |s: String| {
         sfv::String::from_string(s)
-            .map(sfv::BareItem::String)
+            .map(|s| sfv::BareItemFromInput::String(std::borrow::Cow::Owned(s)))
             .map_err(|_| SignatureError::Malformed("signature parameter"))
     };
     let created = sfv::Integer::try_from(created)
         .map_err(|_| SignatureError::Malformed("signature parameter"))?;
-    let params = input::serialize_params(
-        &parsed,
-        &[
-            (sfv::key_ref("created"), sfv::BareItem::Integer(created)),
-            (sfv::key_ref("keyid"), string(key_id.to_owned())?),
-            (sfv::key_ref("alg"), string(ALG_HMAC_SHA256.to_owned())?),
-            (sfv::key_ref("nonce"), string(nonce)?),
-        ],
-    );
+    let list_params = input::Params::from_pairs([
+        (
+            sfv::key_ref("created"),
+            sfv::BareItemFromInput::Integer(created),
+        ),
+        (sfv::key_ref("keyid"), string(key_id.to_owned())?),
+        (sfv::key_ref("alg"), string(ALG_HMAC_SHA256.to_owned())?),
+        (sfv::key_ref("nonce"), string(nonce)?),
+    ]);
+    let (parsed, params) = input::signature_params(&items, &list_params)?;
+    input::reject_duplicates(&parsed)?;
     let base = base::signature_base(req, &parsed, &params)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret)
         .map_err(|_| SignatureError::Malformed("hmac key"))?;

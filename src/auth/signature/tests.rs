@@ -285,3 +285,46 @@ fn selection_among_signatures() {
         SignatureError::MissingParameter("keyid")
     );
 }
+
+#[test]
+fn repeated_parameters_overwrite_in_place() {
+    // RFC 9651 §4.2.3.2: a repeated parameter key overwrites its value where it first appeared; the
+    // `@signature-params` line serializes the parameters as parsed, so each key once.
+    let mut f = Fixture::get();
+    f.set(
+        "signature-input",
+        "sig1=(\"@method\" \"content-type\";sf;sf);keyid=\"x\";created=1;keyid=\"k\"",
+    );
+    f.set("signature", "sig1=:AAAA:");
+    let p = parse(&f.headers, &SignaturePolicy::default()).unwrap();
+    assert_eq!(p.key_id(), "k");
+    assert_eq!(p.created(), Some(1));
+    assert_eq!(
+        p.params,
+        "(\"@method\" \"content-type\";sf);keyid=\"k\";created=1"
+    );
+    assert_eq!(
+        p.components().collect::<Vec<_>>(),
+        ["\"@method\"", "\"content-type\";sf"]
+    );
+    // Members that are not selected are read but not checked for shape.
+    let mut g = Fixture::get();
+    g.set(
+        "signature-input",
+        "other=?1;a=2, sig1=(\"@method\");keyid=\"k\"",
+    );
+    g.set("signature", "other=(1 2), sig1=:AAAA:");
+    let policy = SignaturePolicy {
+        label: Some("sig1".into()),
+        ..SignaturePolicy::default()
+    };
+    assert_eq!(parse(&g.headers, &policy).unwrap().label(), "sig1");
+    let pick_other = SignaturePolicy {
+        label: Some("other".into()),
+        ..SignaturePolicy::default()
+    };
+    assert_eq!(
+        parse(&g.headers, &pick_other).unwrap_err(),
+        SignatureError::Malformed("Signature-Input member is not an inner list")
+    );
+}
