@@ -678,6 +678,55 @@ async fn h2c_prior_knowledge_is_served() {
     assert_eq!(resp.status(), 200);
 }
 
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_and_a_slow_request_on_it_still_completes() {
+    // A slow upstream (1.5 s per response) and a 1 s header-read timeout, which also bounds how long an h2
+    // connection may go without a new request.
+    let kw = Keyward::start(
+        slow_upstream(Duration::from_millis(1500)).await,
+        "[limits]\nheader_read_timeout = \"1s\"\n",
+    )
+    .await;
+    let key = kw.create_key(json!({"name": "h2", "isActive": true})).await;
+    let encoded = key["encoded"].as_str().unwrap().to_owned();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(kw.proxy).await.unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .unwrap();
+        (send, tokio::spawn(conn))
+    };
+    let request = |encoded: &str| {
+        http::Request::get(kw.proxy_url("/x"))
+            .header("x-api-key", encoded)
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    // One request outlasting the timeout is answered, and the connection is closed once it has gone a
+    // timeout's length (here up to two) without a new request.
+    let started = std::time::Instant::now();
+    let (mut send, conn) = connect().await;
+    let resp = send.send_request(request(&encoded)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(
+        closed.is_ok(),
+        "an idle h2 connection was still open 5 s after its last request"
+    );
+    // A connection that sends its preface and settings but no request is closed too.
+    let (_send, conn) = connect().await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(
+        closed.is_ok(),
+        "an h2 connection without requests was still open after 5 s"
+    );
+}
+
 /// Read one request head (no body) byte by byte, at most 16 KiB; `None` when the peer closed first.
 async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     use tokio::io::AsyncReadExt;

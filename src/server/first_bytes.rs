@@ -1,16 +1,19 @@
 //! A deadline on a connection's first bytes: hyper-util's HTTP version detection reads them with no deadline
 //! of its own, and hyper's header-read timeout starts only after it, so without this a client that connects
 //! and sends nothing (or a few bytes of the h2 preface) would hold its connection, and its place under the
-//! connection cap, forever.
+//! connection cap, forever. It also tells the connection's [`Activity`] when the client spoke HTTP/2.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+use super::idle::Activity;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4); anything else is HTTP/1.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -24,16 +27,18 @@ pin_project_lite::pin_project! {
         io: I,
         deadline: Option<Pin<Box<Sleep>>>,
         matched: usize,
+        activity: Arc<Activity>,
     }
 }
 
 impl<I> FirstBytes<I> {
-    /// Wrap `io`; the deadline is `limit` from now.
-    pub(super) fn new(io: I, limit: Duration) -> Self {
+    /// Wrap `io`; the deadline is `limit` from now. A whole h2 preface is reported to `activity`.
+    pub(super) fn new(io: I, limit: Duration, activity: Arc<Activity>) -> Self {
         Self {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
             matched: 0,
+            activity,
         }
     }
 }
@@ -54,10 +59,12 @@ impl<I: AsyncRead> AsyncRead for FirstBytes<I> {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 let expected = &H2_PREFACE[*this.matched..];
-                let decided = new.is_empty()
-                    || new.iter().zip(expected).any(|(got, want)| got != want)
-                    || new.len() >= expected.len();
-                if decided {
+                let differs = new.iter().zip(expected).any(|(got, want)| got != want);
+                let complete = new.len() >= expected.len();
+                if !differs && complete {
+                    this.activity.set_h2();
+                }
+                if new.is_empty() || differs || complete {
                     *this.deadline = None;
                 } else {
                     *this.matched += new.len();
@@ -111,6 +118,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn read_all_within(sent: &[u8], stall: bool) -> io::Result<Vec<u8>> {
+        read_all_reporting(sent, stall, Arc::default()).await
+    }
+
+    async fn read_all_reporting(
+        sent: &[u8],
+        stall: bool,
+        activity: Arc<Activity>,
+    ) -> io::Result<Vec<u8>> {
         let (mut client, server) = tokio::io::duplex(1024);
         client.write_all(sent).await?;
         if !stall {
@@ -122,7 +137,7 @@ mod tests {
                 drop(client);
             });
         }
-        let mut io = FirstBytes::new(server, Duration::from_secs(10));
+        let mut io = FirstBytes::new(server, Duration::from_secs(10), activity);
         let mut got = Vec::new();
         io.read_to_end(&mut got).await.map(|_| got)
     }
@@ -142,6 +157,16 @@ mod tests {
         for sent in [&b"GET / HTTP/1.1\r\n"[..], &H2_PREFACE[..], b"G"] {
             let got = read_all_within(sent, true).await.unwrap();
             assert_eq!(got, sent);
+        }
+        // Only a whole preface marks the connection HTTP/2.
+        for (sent, h2) in [
+            (&H2_PREFACE[..], true),
+            (b"GET / HTTP/1.1\r\n", false),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\r", false),
+        ] {
+            let activity = Arc::new(Activity::default());
+            let _ = read_all_reporting(sent, false, Arc::clone(&activity)).await;
+            assert_eq!(activity.is_h2(), h2, "{sent:?}");
         }
         // A closed connection is not a timeout.
         assert_eq!(read_all_within(b"", false).await.unwrap(), b"");

@@ -1,8 +1,9 @@
 //! Listeners: bind, accept under a connection cap, optional TLS handshake under a timeout, then hyper-util's
 //! auto (HTTP/1.1 + h2/h2c) connection with a deadline on its first bytes, header-read timeout and header
-//! limits; graceful drain on shutdown.
+//! limits, an idle h2 connection closed; graceful drain on shutdown.
 
 mod first_bytes;
+mod idle;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -15,7 +16,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -24,6 +24,7 @@ use crate::config::Limits;
 use crate::proxy::forward::ProxyBody;
 use crate::timer::HyperTimer;
 use first_bytes::FirstBytes;
+use idle::{Activity, Drive, idle_h2, stop};
 
 /// Per-connection facts a handler needs.
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +77,8 @@ impl Listener {
     {
         let builder = Arc::new(http_builder(&limits));
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let graceful = GracefulShutdown::new();
+        // Flipped when the listener stops: each connection then shuts down gracefully.
+        let (drain, draining) = watch::channel(false);
         loop {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
@@ -94,7 +96,7 @@ impl Listener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let watcher = graceful.watcher();
+            let draining = draining.clone();
             let (builder, handler, tls) = (Arc::clone(&builder), handler.clone(), self.tls.clone());
             let handshake_timeout = limits.tls_handshake_timeout;
             let first_bytes_timeout = limits.header_read_timeout;
@@ -105,7 +107,14 @@ impl Listener {
                     peer,
                     tls: tls.is_some(),
                 };
+                let activity = Arc::new(Activity::default());
+                let stop = stop(
+                    draining,
+                    idle_h2(Arc::clone(&activity), first_bytes_timeout),
+                );
+                let counted = Arc::clone(&activity);
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    counted.request();
                     // hyper's read buffer is larger than the header limit (see `http_builder`): the limit
                     // itself is enforced here, with the one JSON error shape.
                     let fut = (head_size(&req) <= max_header_bytes).then(|| handler(info, req));
@@ -120,12 +129,19 @@ impl Listener {
                 });
                 let result = match tls {
                     None => {
-                        watcher
-                            .watch(builder.serve_connection_with_upgrades(
-                                TokioIo::new(FirstBytes::new(stream, first_bytes_timeout)),
+                        Drive::new(
+                            builder.serve_connection_with_upgrades(
+                                TokioIo::new(FirstBytes::new(
+                                    stream,
+                                    first_bytes_timeout,
+                                    activity,
+                                )),
                                 service,
-                            ))
-                            .await
+                            ),
+                            |conn| conn.graceful_shutdown(),
+                            stop,
+                        )
+                        .await
                     }
                     Some(acceptor) => {
                         let Some(tls_stream) =
@@ -133,12 +149,19 @@ impl Listener {
                         else {
                             return;
                         };
-                        watcher
-                            .watch(builder.serve_connection_with_upgrades(
-                                TokioIo::new(FirstBytes::new(tls_stream, first_bytes_timeout)),
+                        Drive::new(
+                            builder.serve_connection_with_upgrades(
+                                TokioIo::new(FirstBytes::new(
+                                    tls_stream,
+                                    first_bytes_timeout,
+                                    activity,
+                                )),
                                 service,
-                            ))
-                            .await
+                            ),
+                            |conn| conn.graceful_shutdown(),
+                            stop,
+                        )
+                        .await
                     }
                 };
                 if let Err(e) = result {
@@ -147,7 +170,10 @@ impl Listener {
             });
         }
         drop(self.tcp);
-        if tokio::time::timeout(grace, graceful.shutdown())
+        let _ = drain.send(true);
+        // Every connection holds a permit until it ends: all of them back means all connections closed.
+        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, permits.acquire_many(all))
             .await
             .is_err()
         {
