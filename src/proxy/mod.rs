@@ -88,170 +88,193 @@ impl ProxyState {
 }
 
 /// The outer call: run the pipeline, render any error, record metrics and the access log once.
-pub async fn handle(
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an `async fn` keeps each
+/// argument twice in its state (the parameter and its local), and this future is moved by hyper whole.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep each argument twice in its state"
+)]
+pub fn handle(
     state: Arc<ProxyState>,
     conn: ConnInfo,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let started = Instant::now();
-    let request_id = headers::request_id(req.headers());
-    let method = req.method().clone();
-    let path = if state.access_log {
-        req.uri().path().to_owned()
-    } else {
-        String::new()
-    };
-    let mut trace = Trace {
-        scheme: "none",
-        ..Trace::default()
-    };
-    let result = pipeline(&state, conn, req, &request_id, &mut trace).await;
-    let mut response = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if let Error::BadGateway(problem) = &e {
-                trace.reason = "upstream_credentials";
-                tracing::warn!(request_id = ?request_id, route = trace.route, error = %problem.description,
-                    "Registered upstream failed");
+) -> impl Future<Output = Response<ProxyBody>> + Send {
+    async move {
+        let started = Instant::now();
+        let request_id = headers::request_id(req.headers());
+        let method = req.method().clone();
+        let path = if state.access_log {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
+        let mut trace = Trace {
+            scheme: "none",
+            ..Trace::default()
+        };
+        let result = pipeline(&state, conn, req, &request_id, &mut trace).await;
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if let Error::BadGateway(problem) = &e {
+                    trace.reason = "upstream_credentials";
+                    tracing::warn!(request_id = ?request_id, route = trace.route, error = %problem.description,
+                        "Registered upstream failed");
+                }
+                if let Error::Unauthenticated(f) = &e {
+                    trace.reason = f.reason;
+                    state
+                        .metrics
+                        .auth_failures
+                        .with_label_values(&[f.reason])
+                        .inc();
+                } else if let Error::Internal(detail) | Error::UpstreamUnreachable(detail) = &e {
+                    tracing::error!(request_id = ?request_id, error = %detail, "Request failed");
+                }
+                if trace.reason.is_empty() {
+                    trace.reason = error_reason(&e);
+                }
+                crate::proxy::forward::boxed(e.to_response())
             }
-            if let Error::Unauthenticated(f) = &e {
-                trace.reason = f.reason;
-                state
-                    .metrics
-                    .auth_failures
-                    .with_label_values(&[f.reason])
-                    .inc();
-            } else if let Error::Internal(detail) | Error::UpstreamUnreachable(detail) = &e {
-                tracing::error!(request_id = ?request_id, error = %detail, "Request failed");
-            }
-            if trace.reason.is_empty() {
-                trace.reason = error_reason(&e);
-            }
-            crate::proxy::forward::boxed(e.to_response())
-        }
-    };
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    let route = if trace.route.is_empty() {
-        "unmatched"
-    } else {
-        trace.route
-    };
-    let scheme = metrics::SCHEME_LABELS
-        .iter()
-        .position(|s| *s == trace.scheme)
-        .unwrap_or(0);
-    state.counters.inc(
-        trace
-            .route_index
-            .unwrap_or_else(|| state.counters.unmatched()),
-        &method,
-        status,
-        scheme,
-    );
-    state
-        .metrics
-        .request_duration
-        .observe(elapsed.as_secs_f64());
-    if state.access_log {
-        crate::access_log::write(&crate::access_log::AccessRecord {
-            listener: "proxy",
-            request_id: request_id.to_str().unwrap_or(""),
-            peer: conn.peer,
-            method: method.as_str(),
-            path: &path,
-            route,
+        };
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        let route = if trace.route.is_empty() {
+            "unmatched"
+        } else {
+            trace.route
+        };
+        let scheme = metrics::SCHEME_LABELS
+            .iter()
+            .position(|s| *s == trace.scheme)
+            .unwrap_or(0);
+        state.counters.inc(
+            trace
+                .route_index
+                .unwrap_or_else(|| state.counters.unmatched()),
+            &method,
             status,
-            scheme: trace.scheme,
-            key_id: trace.key_id.as_ref().map_or("", |e| e.key.id.as_str()),
-            reason: trace.reason,
-            duration: elapsed,
-        });
+            scheme,
+        );
+        state
+            .metrics
+            .request_duration
+            .observe(elapsed.as_secs_f64());
+        if state.access_log {
+            crate::access_log::write(&crate::access_log::AccessRecord {
+                listener: "proxy",
+                request_id: request_id.to_str().unwrap_or(""),
+                peer: conn.peer,
+                method: method.as_str(),
+                path: &path,
+                route,
+                status,
+                scheme: trace.scheme,
+                key_id: trace.key_id.as_ref().map_or("", |e| e.key.id.as_str()),
+                reason: trace.reason,
+                duration: elapsed,
+            });
+        }
+        // Moved, not cloned: a clone of a freshly made value costs an allocation.
+        response
+            .headers_mut()
+            .insert(headers::REQUEST_ID, request_id);
+        response
     }
-    // Moved, not cloned: a clone of a freshly made value costs an allocation.
-    response
-        .headers_mut()
-        .insert(headers::REQUEST_ID, request_id);
-    response
 }
 
 /// The inner pipeline; each step returns `Result<_, Error>` and renders nothing.
-async fn pipeline<'s>(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep each argument twice in its state"
+)]
+fn pipeline<'s>(
     state: &'s ProxyState,
     conn: ConnInfo,
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
-) -> Result<Response<ProxyBody>, Error> {
-    let declared = content_length(&req)?;
-    if declared.is_some_and(|n| n > state.limits.max_body) {
-        return Err(Error::PayloadTooLarge(state.limits.max_body));
-    }
-    let (route_index, rule) = state.routes.find_indexed(req.method(), req.uri().path());
-    trace.route = &rule.name;
-    trace.route_index = Some(route_index);
-    let principal = authenticate(state, conn, &req, rule, declared, trace)?;
-    let upgrade =
-        req.headers().contains_key(header::UPGRADE) && req.version() == http::Version::HTTP_11;
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let body: ProxyBody = match principal.as_ref().and_then(|a| a.body_check.as_ref()) {
-        Some(check) => read_signed_body(body, check, declared, state.limits.max_signed_body)
-            .await?
-            .map_err(|e| match e {})
-            .boxed(),
-        None => Limited::new(
-            body,
-            usize::try_from(state.limits.max_body).unwrap_or(usize::MAX),
-        )
-        .boxed(),
-    };
-    // The fields Keyward adds go with the request to the upstream client, which writes them where it is
-    // cheapest (see `AddedFields`); `sanitize` has stripped every client-sent field of their names.
-    let added = headers::AddedFields {
-        forwarded: sanitize(state, conn, &mut parts, upgrade),
-        context: principal.as_ref().map(|a| state.context.of(&a.principal)),
-        request_id,
-    };
-    let registered = match &rule.upstream {
-        Some(name) => Some(state.registry.active(name)?),
-        None => None,
-    };
-    let mut upstream_req = Request::from_parts(parts, body);
-    let (used, added) = match &registered {
-        Some(entry) => {
-            // A registered upstream's own headers are set after the added fields and win over them.
-            added.insert_into(upstream_req.headers_mut());
-            // Boxed: only registered upstreams take it, and its future would enlarge every request's.
-            let used = Box::pin(inject(state, entry, &mut upstream_req)).await?;
-            (used, None)
+) -> impl Future<Output = Result<Response<ProxyBody>, Error>> {
+    // An `async move` block for the reason given at `handle`.
+    async move {
+        let declared = content_length(&req)?;
+        if declared.is_some_and(|n| n > state.limits.max_body) {
+            return Err(Error::PayloadTooLarge(state.limits.max_body));
         }
-        None => {
-            *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
-            (None, Some(added))
+        let (route_index, rule) = state.routes.find_indexed(req.method(), req.uri().path());
+        trace.route = &rule.name;
+        trace.route_index = Some(route_index);
+        let principal = authenticate(state, conn, &req, rule, declared, trace)?;
+        let upgrade =
+            req.headers().contains_key(header::UPGRADE) && req.version() == http::Version::HTTP_11;
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // The request's parts live in this block only: once the exchange's future is made they are dead, so
+        // the state kept across its await does not also hold them.
+        let registered;
+        let (exchange, used, sent) = {
+            let (mut parts, body) = req.into_parts();
+            let body: ProxyBody = match principal.as_ref().and_then(|a| a.body_check.as_ref()) {
+                Some(check) => {
+                    read_signed_body(body, check, declared, state.limits.max_signed_body)
+                        .await?
+                        .map_err(|e| match e {})
+                        .boxed()
+                }
+                None => Limited::new(
+                    body,
+                    usize::try_from(state.limits.max_body).unwrap_or(usize::MAX),
+                )
+                .boxed(),
+            };
+            // The fields Keyward adds go with the request to the upstream client, which writes them where it is
+            // cheapest (see `AddedFields`); `sanitize` has stripped every client-sent field of their names.
+            let added = headers::AddedFields {
+                forwarded: sanitize(state, conn, &mut parts, upgrade),
+                context: principal.as_ref().map(|a| state.context.of(&a.principal)),
+                request_id,
+            };
+            registered = match &rule.upstream {
+                Some(name) => Some(state.registry.active(name)?),
+                None => None,
+            };
+            let mut upstream_req = Request::from_parts(parts, body);
+            let (used, added) = match &registered {
+                Some(entry) => {
+                    // A registered upstream's own headers are set after the added fields and win over them.
+                    added.insert_into(upstream_req.headers_mut());
+                    // Boxed: only registered upstreams take it, and its future would enlarge every request's.
+                    let used = Box::pin(inject(state, entry, &mut upstream_req)).await?;
+                    (used, None)
+                }
+                None => {
+                    *upstream_req.uri_mut() = state.upstream.target(upstream_req.uri())?;
+                    (None, Some(added))
+                }
+            };
+            *upstream_req.version_mut() = http::Version::HTTP_11;
+            let client = registered.as_ref().map_or(&state.upstream, |e| &e.client);
+            (client.send(upstream_req, added), used, Instant::now())
+        };
+        let mut response = exchange.await?;
+        if let (Some(entry), Some(token)) = (&registered, &used) {
+            if response.status() == http::StatusCode::UNAUTHORIZED {
+                // The upstream refused the token (revoked early, rotated): the next request fetches a new one.
+                entry.credentials.retire(token);
+            }
         }
-    };
-    *upstream_req.version_mut() = http::Version::HTTP_11;
-    let client = registered.as_ref().map_or(&state.upstream, |e| &e.client);
-    let sent = Instant::now();
-    let mut response = client.send(upstream_req, added).await?;
-    if let (Some(entry), Some(token)) = (&registered, &used) {
-        if response.status() == http::StatusCode::UNAUTHORIZED {
-            // The upstream refused the token (revoked early, rotated): the next request fetches a new one.
-            entry.credentials.retire(token);
+        state
+            .metrics
+            .upstream_duration
+            .observe(sent.elapsed().as_secs_f64());
+        if let (Some(client), true) = (
+            client_upgrade,
+            response.status() == http::StatusCode::SWITCHING_PROTOCOLS,
+        ) {
+            tunnel(client, hyper::upgrade::on(&mut response));
         }
+        Ok(finish_response(response))
     }
-    state
-        .metrics
-        .upstream_duration
-        .observe(sent.elapsed().as_secs_f64());
-    if let (Some(client), true) = (
-        client_upgrade,
-        response.status() == http::StatusCode::SWITCHING_PROTOCOLS,
-    ) {
-        tunnel(client, hyper::upgrade::on(&mut response));
-    }
-    Ok(finish_response(response))
 }
 
 /// Point the request at a registered upstream and inject its credentials and extra parameters, replacing what
