@@ -60,7 +60,10 @@ pub(super) async fn idle_h2(activity: Arc<Activity>, period: Duration) {
 }
 
 /// What stops a connection: the listener draining (its channel flips, or closes) or, first, `idle`.
-pub(super) async fn stop(mut draining: watch::Receiver<bool>, idle: impl Future<Output = ()>) {
+pub(super) async fn stop_signal(
+    mut draining: watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
+) {
     tokio::select! {
         biased;
         _ = draining.changed() => {}
@@ -212,7 +215,7 @@ mod tests {
         let out = Drive::new(
             FakeConn::default(),
             |c| c.get_mut().asked = true,
-            stop(rx, idle),
+            stop_signal(rx, idle),
         )
         .await;
         assert_eq!(out, "closed");

@@ -24,7 +24,7 @@ use crate::config::Limits;
 use crate::proxy::forward::ProxyBody;
 use crate::timer::HyperTimer;
 use first_bytes::FirstBytes;
-use idle::{Activity, Drive, idle_h2, stop};
+use idle::{Activity, Drive, idle_h2, stop_signal};
 
 /// Per-connection facts a handler needs.
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +108,7 @@ impl Listener {
                     tls: tls.is_some(),
                 };
                 let activity = Arc::new(Activity::default());
-                let stop = stop(
+                let stop = stop_signal(
                     draining,
                     idle_h2(Arc::clone(&activity), first_bytes_timeout),
                 );
