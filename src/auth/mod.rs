@@ -5,6 +5,7 @@
 //! is proven the client learns only `invalid_token`; after it, the reason.
 
 pub mod bearer;
+mod form;
 pub mod nws4;
 pub mod replay;
 pub mod signature;

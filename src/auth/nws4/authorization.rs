@@ -3,10 +3,11 @@
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use percent_encoding::{percent_decode, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 
 use super::canonical::RFC3986;
 use super::{Nws4Error, SCHEME};
+use crate::auth::form;
 
 /// Upper bound on names in `SignedHeaders`; real clients sign 3 to 9 (§3), this only caps work per request.
 const MAX_SIGNED_HEADERS: usize = 64;
@@ -53,14 +54,15 @@ impl Nws4Credentials {
     /// Parses the text after `NWS4-HMAC-SHA256 ` (for callers that already split off the scheme at the
     /// first space); same rules as [`Nws4Credentials::parse`].
     pub fn parse_params(params: &str) -> Result<Self, Nws4Error> {
-        let params = form_decode(params).ok_or(Nws4Error::Malformed("not UTF-8 after decoding"))?;
+        let params =
+            form::decode_utf8(params).ok_or(Nws4Error::Malformed("not UTF-8 after decoding"))?;
         let (client_id, signed_headers, timestamp, signature) = split_params(&params)?;
 
         let client_id = parse_client_id(client_id)?;
-        let signed_headers = form_decode(signed_headers)
+        let signed_headers = form::decode_utf8(signed_headers)
             .ok_or(Nws4Error::Malformed("SignedHeaders is not UTF-8"))?;
         let signed_headers = parse_signed_headers(&signed_headers)?;
-        let timestamp = form_decode(timestamp)
+        let timestamp = form::decode_utf8(timestamp)
             .ok_or(Nws4Error::BadTimestamp)?
             .into_owned();
         parse_timestamp(&timestamp)?;
@@ -106,29 +108,32 @@ pub(super) fn format_authorization(
     format!("{SCHEME} {}", utf8_percent_encode(&inner, RFC3986))
 }
 
-/// `WebUtility.UrlDecode` (§5.2, §7.3): `+` is a space, `%xx` decodes in either case, an invalid escape stays
-/// as written. `None` if the result is not UTF-8.
-fn form_decode(input: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !input.bytes().any(|b| b == b'+' || b == b'%') {
-        return Some(std::borrow::Cow::Borrowed(input));
-    }
-    let plus_as_space = input.replace('+', " ");
-    percent_decode(plus_as_space.as_bytes())
-        .decode_utf8()
-        .ok()
-        .map(|d| std::borrow::Cow::Owned(d.into_owned()))
-}
-
 /// Splits `Credential=a,SignedHeaders=b,Timestamp=c,Signature=d` like the reference's lazy regex (§5.2):
 /// fixed order, exact names, each value ending at the first following marker.
 fn split_params(params: &str) -> Result<(&str, &str, &str, &str), Nws4Error> {
     const MISSING: Nws4Error =
         Nws4Error::Malformed("expected Credential, SignedHeaders, Timestamp, Signature");
     let rest = params.strip_prefix("Credential=").ok_or(MISSING)?;
-    let (client_id, rest) = rest.split_once(",SignedHeaders=").ok_or(MISSING)?;
-    let (signed_headers, rest) = rest.split_once(",Timestamp=").ok_or(MISSING)?;
-    let (timestamp, signature) = rest.split_once(",Signature=").ok_or(MISSING)?;
+    let (client_id, rest) = split_at_marker(rest, ",SignedHeaders=").ok_or(MISSING)?;
+    let (signed_headers, rest) = split_at_marker(rest, ",Timestamp=").ok_or(MISSING)?;
+    let (timestamp, signature) = split_at_marker(rest, ",Signature=").ok_or(MISSING)?;
     Ok((client_id, signed_headers, timestamp, signature))
+}
+
+/// `text.split_once(marker)` for a marker that starts with `,`: only the commas are candidates, found with
+/// `memchr` (a general substring search sets up more than these short parameter strings need).
+fn split_at_marker<'a>(text: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(b',', &bytes[from..]) {
+        let comma = from + at;
+        if bytes[comma..].starts_with(marker.as_bytes()) {
+            // Both ends are ASCII boundaries (the comma, and the marker's end), so the slices are valid.
+            return Some((&text[..comma], &text[comma + marker.len()..]));
+        }
+        from = comma + 1;
+    }
+    None
 }
 
 /// Client ids are hex in practice (§1); allowing only RFC 3986 unreserved characters keeps logs safe.
@@ -224,9 +229,22 @@ pub(super) fn parse_timestamp(ts: &str) -> Result<DateTime<Utc>, Nws4Error> {
 /// The signature must be exactly 64 lower-case hex characters: the reference compares lower-case hex
 /// text, so upper case never verifies there either (§5.7, §7.12).
 fn parse_signature(raw: &str) -> Result<[u8; 32], Nws4Error> {
-    let lower_hex = raw.len() == 64 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let lower_hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0u8; 32];
-    if lower_hex && hex::decode_to_slice(raw, &mut out).is_ok() {
+    let mut ok = raw.len() == 64;
+    if ok {
+        for (byte, pair) in out.iter_mut().zip(raw.as_bytes().chunks_exact(2)) {
+            match (lower_hex(pair[0]), lower_hex(pair[1])) {
+                (Some(high), Some(low)) => *byte = high << 4 | low,
+                _ => ok = false,
+            }
+        }
+    }
+    if ok {
         Ok(out)
     } else {
         Err(Nws4Error::Malformed(

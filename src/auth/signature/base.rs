@@ -7,6 +7,7 @@ use sfv::{Dictionary, FieldType as _, List, ListEntry, Parser};
 
 use super::input::{Component, ComponentKind};
 use super::{SignatureError, SignatureRequest};
+use crate::auth::form;
 
 /// RFC 9421 §2.5: one `"<id>": <value>` line per component, then
 /// `"@signature-params": <params>`; lines joined by LF, no trailing LF.
@@ -182,40 +183,15 @@ fn dictionary_member(raw: &str, key: &str) -> Result<Option<String>, SignatureEr
 /// RFC 9421 §2.2.8: values of every parameter whose decoded name equals the
 /// decoded `name`, re-encoded with the form-urlencoded set (space as `%20`).
 fn query_param(query: &str, name: &str) -> Vec<String> {
-    let wanted = form_decode(name.as_bytes());
+    let wanted = form::decode(name.as_bytes());
     query
         .split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|pair| {
             let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(n.as_bytes()) == wanted).then(|| form_encode(&form_decode(v.as_bytes())))
+            (form::decode(n.as_bytes()) == wanted).then(|| form_encode(&form::decode(v.as_bytes())))
         })
         .collect()
-}
-
-/// WHATWG application/x-www-form-urlencoded decoding: `+` is space, `%XX`
-/// decoded, an invalid escape kept literally.
-fn form_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        let b = input[i];
-        let hex = |j: usize| input.get(j).and_then(|c| (*c as char).to_digit(16));
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                if let (Some(h), Some(l)) = (hex(i + 1), hex(i + 2)) {
-                    out.push(((h << 4) | l) as u8);
-                    i += 2;
-                } else {
-                    out.push(b'%');
-                }
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    out
 }
 
 /// Percent-encode everything but ASCII alphanumerics and `*-._` (the WHATWG
