@@ -97,6 +97,42 @@ async fn a_signed_request_is_accepted_once() {
 }
 
 #[tokio::test]
+async fn after_a_rotation_the_signatures_of_the_secrets_in_force_verify_and_no_other() {
+    // NWS4's signing key is kept per key for the day: a rotation must not leave the old one in use.
+    let (kw, key) = start().await;
+    let id = key["id"].as_str().unwrap();
+    let status = |scheme, key: &Value| {
+        let url = kw.proxy_url("/orders/1");
+        let headers = signed(scheme, &Method::GET, &url, &[], key);
+        async move { send(Method::GET, &url, &headers, Vec::new()).await.status }
+    };
+    let rotate_path = format!("/apikeys/{id}/rotate");
+    let rotate = |grace: Option<Value>| kw.admin(Method::POST, &rotate_path, grace);
+    for scheme in [SignScheme::Nws4, SignScheme::Rfc9421] {
+        assert_eq!(status(scheme, &key).await, 200, "{scheme:?} before");
+    }
+    let graced = rotate(Some(json!({"gracePeriod": "60s"}))).await.json();
+    for scheme in [SignScheme::Nws4, SignScheme::Rfc9421] {
+        assert_eq!(
+            status(scheme, &key).await,
+            200,
+            "{scheme:?} old secret in grace"
+        );
+        assert_eq!(status(scheme, &graced).await, 200, "{scheme:?} new secret");
+    }
+    let fresh = rotate(None).await.json();
+    for scheme in [SignScheme::Nws4, SignScheme::Rfc9421] {
+        assert_eq!(status(scheme, &key).await, 401, "{scheme:?} first secret");
+        assert_eq!(
+            status(scheme, &graced).await,
+            401,
+            "{scheme:?} second secret"
+        );
+        assert_eq!(status(scheme, &fresh).await, 200, "{scheme:?} third secret");
+    }
+}
+
+#[tokio::test]
 async fn tampering_with_anything_covered_is_401() {
     let (kw, key) = start().await;
     let body = br#"{"total": 42}"#.to_vec();

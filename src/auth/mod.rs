@@ -300,6 +300,8 @@ pub const SIGNATURE: HeaderName = HeaderName::from_static("signature");
 thread_local! {
     /// Verified against when a client id is unknown, so unknown and known keys cost and answer the same.
     static DUMMY_SECRET: Secret = Secret::new("0".repeat(64));
+    /// The dummy secret's NWS4 signing key for the day (see `signed::nws4`).
+    static DUMMY_DAY_KEYS: nws4::DayKeys = nws4::DayKeys::default();
 }
 
 /// Split `Scheme rest` at the first space.

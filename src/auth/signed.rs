@@ -51,17 +51,20 @@ pub fn nws4(
     let mut result = Err(Nws4Error::SignatureMismatch);
     match &entry {
         Some(e) => {
-            for secret in e.key.hmac_secrets(now) {
-                result = nws4::verify(&nreq, &creds, secret.expose(), now, auth.clock_skew);
+            for key in e.nws4_signing_keys(&creds.timestamp, now) {
+                result = nws4::verify_with_signing_key(&nreq, &creds, &key, now, auth.clock_skew);
                 if !matches!(result, Err(Nws4Error::SignatureMismatch)) {
                     break;
                 }
             }
         }
         None => {
-            result = super::DUMMY_SECRET
-                .with(|s| nws4::verify(&nreq, &creds, s.expose(), now, auth.clock_skew))
-                .and(Err(Nws4Error::SignatureMismatch))
+            // The dummy's signing key is kept for the day too, so an unknown key costs what a known one does.
+            let key = super::DUMMY_SECRET.with(|s| {
+                super::DUMMY_DAY_KEYS.with(|days| days.signing_key(s.expose(), &creds.timestamp))
+            });
+            result = nws4::verify_with_signing_key(&nreq, &creds, &key, now, auth.clock_skew)
+                .and(Err(Nws4Error::SignatureMismatch));
         }
     }
     let verified = result.map_err(|e| match (&entry, e) {

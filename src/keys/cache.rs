@@ -19,9 +19,18 @@ pub struct KeyEntry {
     pub key: ApiKey,
     /// Its permissions as a claim set.
     pub claims: ClaimSet,
-    /// Its context header values, encoded on first use (only keys that make requests pay for them).
-    /// Boxed: an unused key pays one pointer, not six header values (a million keys are loaded at start).
-    context: std::sync::OnceLock<Box<[Option<http::HeaderValue>; 6]>>,
+    /// What a key prepares on its first request (only keys that make requests pay for it). Boxed: an unused
+    /// key pays one pointer, not six header values and a signing-key slot (a million keys load at start).
+    in_use: std::sync::OnceLock<Box<InUse>>,
+}
+
+/// What a key keeps once it makes requests.
+#[derive(Debug)]
+struct InUse {
+    /// Its context header values, encoded once.
+    context: [Option<http::HeaderValue>; 6],
+    /// Its current secret's NWS4 signing key for the day its last request was signed.
+    nws4_day_keys: crate::auth::nws4::DayKeys,
 }
 
 /// The indexes of one generation of the map.
@@ -171,7 +180,7 @@ impl KeyEntry {
         Self {
             key,
             claims,
-            context: std::sync::OnceLock::new(),
+            in_use: std::sync::OnceLock::new(),
         }
     }
 }
@@ -179,8 +188,35 @@ impl KeyEntry {
 impl KeyEntry {
     /// The context header values (see [`crate::proxy::headers::context_values`]), encoded once.
     pub fn context(&self) -> &[Option<http::HeaderValue>; 6] {
-        self.context
-            .get_or_init(|| Box::new(crate::proxy::headers::context_values(&self.key)))
+        &self.in_use().context
+    }
+
+    /// The NWS4 signing keys for `timestamp`'s date, in [`ApiKey::hmac_secrets`] order: the current secret's
+    /// kept for the day, a rotated-out one's (tried only after the current one failed) derived each time.
+    pub fn nws4_signing_keys<'a>(
+        &'a self,
+        timestamp: &'a str,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = [u8; 32]> + 'a {
+        let current = self
+            .in_use()
+            .nws4_day_keys
+            .signing_key(self.key.client_secret.expose(), timestamp);
+        std::iter::once(current).chain(
+            self.key
+                .hmac_secrets(now)
+                .skip(1)
+                .map(move |secret| crate::auth::nws4::signing_key(secret.expose(), timestamp)),
+        )
+    }
+
+    fn in_use(&self) -> &InUse {
+        self.in_use.get_or_init(|| {
+            Box::new(InUse {
+                context: crate::proxy::headers::context_values(&self.key),
+                nws4_day_keys: crate::auth::nws4::DayKeys::default(),
+            })
+        })
     }
 }
 

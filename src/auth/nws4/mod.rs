@@ -5,6 +5,7 @@
 
 mod authorization;
 mod canonical;
+mod day_keys;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ pub use canonical::{
     canonical_path, canonical_query, canonical_request, fold_header_value, signature, signing_key,
     string_to_sign,
 };
+pub use day_keys::DayKeys;
 
 /// The scheme name: the text before the first space of `Authorization` (case-sensitive, §5.1).
 pub const SCHEME: &str = "NWS4-HMAC-SHA256";
@@ -137,6 +139,19 @@ pub fn verify(
     now: DateTime<Utc>,
     skew: std::time::Duration,
 ) -> Result<Nws4Verified, Nws4Error> {
+    let key = signing_key(client_secret, &creds.timestamp);
+    verify_with_signing_key(req, creds, &key, now, skew)
+}
+
+/// [`verify`] with the signing key of the client's secret for the signed timestamp's date already derived
+/// ([`signing_key`], or a [`DayKeys`] cache of it).
+pub fn verify_with_signing_key(
+    req: &Nws4Request<'_>,
+    creds: &Nws4Credentials,
+    key: &[u8; 32],
+    now: DateTime<Utc>,
+    skew: std::time::Duration,
+) -> Result<Nws4Verified, Nws4Error> {
     for required in REQUIRED_SIGNED_HEADERS {
         if !creds.signed_headers.iter().any(|n| n == required) {
             return Err(Nws4Error::MissingRequiredSignedHeader(required));
@@ -173,7 +188,6 @@ pub fn verify(
     let mut payload_hash = [0u8; 64];
     let _ = hex::encode_to_slice(content_sha256, &mut payload_hash);
     let payload_hash = std::str::from_utf8(&payload_hash).unwrap_or_default();
-    let key = signing_key(client_secret, &creds.timestamp);
     let matches = |path: canonical::PathForm<'_>| {
         let digest = canonical::canonical_digest(
             req.method.as_str(),
@@ -182,7 +196,7 @@ pub fn verify(
             &signed,
             payload_hash,
         );
-        canonical::signature_for_digest(&key, &creds.timestamp, &creds.client_id, &digest)
+        canonical::signature_for_digest(key, &creds.timestamp, &creds.client_id, &digest)
             .verify_slice(creds.signature())
             .is_ok()
     };
