@@ -2,8 +2,9 @@
 # Instructions per proxied request, counted by callgrind: a figure that does not move with the machine's noise,
 # for A/B comparisons of a change on the request path (BENCHMARKS.md quotes it).
 #   bearer   N requests with one bench key's Authorization: Bearer header (oha, 16 connections)
-#   rfc9421  N distinct RFC 9421 signed GETs (replay protection on), sent by wrk with the harness's bench.lua
+#   rfc9421  distinct RFC 9421 signed GETs (replay protection on), sent by wrk with the harness's bench.lua
 #            and a per-request header file; the count is of the requests wrk completed in 8 s
+#   nws4     the same with NWS4 signatures
 # Keyward (release build) runs under `valgrind --tool=callgrind --instr-atstart=no`, pinned to core 0, with the
 # harness's nginx upstream; instrumentation is switched on after 2 000 warm-up requests (bearer) and off before
 # the dump, so start-up and key loading are not counted. Under valgrind sha2 runs its portable code (no SHA
@@ -37,8 +38,10 @@ keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
 # wrk runs 8 s (a few thousand requests a second under valgrind): sign more than it can send, since a replayed
 # signature is refused.
 SIGNED=$((N * 5 / 4 > 40000 ? N * 5 / 4 : 40000))
-"$BIN" sign --scheme rfc9421 --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$SIGNED" \
-  "http://127.0.0.1:$PORT/" >"$WORK/rfc9421.tsv"
+for scheme in rfc9421 nws4; do
+  "$BIN" sign --scheme "$scheme" --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$SIGNED" \
+    "http://127.0.0.1:$PORT/" >"$WORK/$scheme.tsv"
+done
 
 # Start Keyward under callgrind with instrumentation off; wait until it answers.
 start() {
@@ -57,7 +60,7 @@ finish() { # NAME REQUESTS
   sleep 0.5
   kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true; VG_PID=""
   local total
-  total=$(grep -h '^totals:' "$WORK"/cg.out* | awk '{ s += $2 } END { print s }')
+  total=$(grep -h '^totals:' "$WORK"/cg.out* | awk '{ s += $2 } END { printf "%.0f\n", s }')
   echo "| $1 | $2 | $total | $((total / $2)) |"
 }
 
@@ -71,11 +74,17 @@ ok=$(taskset -c 1 oha -n "$N" -c 16 --no-tui --output-format json -H "Authorizat
 [[ "$ok" == "$N" ]] || { echo "callgrind.sh: only $ok of $N bearer requests got 200" >&2; exit 1; }
 finish bearer "$N"
 
-start
-callgrind_control -i on "$VG_PID" >/dev/null 2>&1
-out=$(BENCH_HEADERS_FILE="$WORK/rfc9421.tsv" taskset -c 1 wrk -t1 -c16 -d8s -s "$HARNESS_DIR/lib/bench.lua" \
-  "http://127.0.0.1:$PORT/")
-done_reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
-bad=$(echo "$out" | sed -n 's/.*err_status=\([0-9]*\).*/\1/p')
-[[ "${bad:-0}" == 0 ]] || { echo "callgrind.sh: $bad signed requests were refused" >&2; exit 1; }
-finish rfc9421 "$done_reqs"
+# Signed GETs of one scheme, each signature sent once, for 8 s.
+signed() { # SCHEME
+  start
+  callgrind_control -i on "$VG_PID" >/dev/null 2>&1
+  local out done_reqs bad
+  out=$(BENCH_HEADERS_FILE="$WORK/$1.tsv" taskset -c 1 wrk -t1 -c16 -d8s -s "$HARNESS_DIR/lib/bench.lua" \
+    "http://127.0.0.1:$PORT/")
+  done_reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
+  bad=$(echo "$out" | sed -n 's/.*err_status=\([0-9]*\).*/\1/p')
+  [[ "${bad:-0}" == 0 ]] || { echo "callgrind.sh: $bad $1 requests were refused" >&2; exit 1; }
+  finish "$1" "$done_reqs"
+}
+signed rfc9421
+signed nws4
