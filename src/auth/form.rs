@@ -1,7 +1,9 @@
-//! `application/x-www-form-urlencoded` decoding (WHATWG URL §5.1, which .NET's `WebUtility.UrlDecode` agrees
-//! with): NWS4's `Authorization` parameters (NWS4.md §5.2) and RFC 9421's `@query-param` (§2.2.8) use it.
+//! `application/x-www-form-urlencoded` (WHATWG URL §5.1, whose decoding .NET's `WebUtility.UrlDecode` agrees
+//! with): NWS4's `Authorization` parameters (NWS4.md §5.2) are decoded, RFC 9421's `@query-param` values
+//! (§2.2.8) decoded and re-encoded.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 /// `+` is a space, `%XX` (hex digits in either case) is the byte it names, and an invalid escape stays as
 /// written. Borrows when there is nothing to decode; otherwise copies the runs between escapes whole.
@@ -46,6 +48,20 @@ pub(super) fn decode_utf8(input: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// Percent-encode everything but ASCII alphanumerics and `*-._` (the WHATWG
+/// form-urlencoded set), upper-case hex, space as `%20` (RFC 9421 §2.2.8).
+pub(super) fn encode(input: &[u8]) -> String {
+    let mut out = String::with_capacity(input.len());
+    for &b in input {
+        if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 fn hex_digit(c: Option<&u8>) -> Option<u8> {
     match *c? {
         c @ b'0'..=b'9' => Some(c - b'0'),
@@ -57,7 +73,7 @@ fn hex_digit(c: Option<&u8>) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode, decode_utf8};
+    use super::{decode, decode_utf8, encode};
 
     #[test]
     fn plus_escapes_and_invalid_escapes_decode_as_webutility_does() {
@@ -87,5 +103,12 @@ mod tests {
         ));
         assert_eq!(decode_utf8("%C3%A9").as_deref(), Some("é"));
         assert_eq!(decode_utf8("%C3"), None);
+    }
+
+    #[test]
+    fn encoding_keeps_alphanumerics_and_star_dash_dot_underscore() {
+        assert_eq!(encode(b"aZ09*-._"), "aZ09*-._");
+        assert_eq!(encode(b"a b~+/\xff"), "a%20b%7E%2B%2F%FF");
+        assert_eq!(encode(&decode(b"x+y%2Bz")), "x%20y%2Bz");
     }
 }

@@ -229,22 +229,9 @@ pub(super) fn parse_timestamp(ts: &str) -> Result<DateTime<Utc>, Nws4Error> {
 /// The signature must be exactly 64 lower-case hex characters: the reference compares lower-case hex
 /// text, so upper case never verifies there either (§5.7, §7.12).
 fn parse_signature(raw: &str) -> Result<[u8; 32], Nws4Error> {
-    let lower_hex = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
+    let lower_hex = raw.len() == 64 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let mut out = [0u8; 32];
-    let mut ok = raw.len() == 64;
-    if ok {
-        for (byte, pair) in out.iter_mut().zip(raw.as_bytes().chunks_exact(2)) {
-            match (lower_hex(pair[0]), lower_hex(pair[1])) {
-                (Some(high), Some(low)) => *byte = high << 4 | low,
-                _ => ok = false,
-            }
-        }
-    }
-    if ok {
+    if lower_hex && hex::decode_to_slice(raw, &mut out).is_ok() {
         Ok(out)
     } else {
         Err(Nws4Error::Malformed(

@@ -1,7 +1,6 @@
 //! Signature base construction (RFC 9421 §2.5) and component values (§2.1, §2.2).
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use sfv::{Dictionary, FieldType as _, List, ListEntry, Parser};
 
@@ -189,23 +188,10 @@ fn query_param(query: &str, name: &str) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .filter_map(|pair| {
             let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (form::decode(n.as_bytes()) == wanted).then(|| form_encode(&form::decode(v.as_bytes())))
+            (form::decode(n.as_bytes()) == wanted)
+                .then(|| form::encode(&form::decode(v.as_bytes())))
         })
         .collect()
-}
-
-/// Percent-encode everything but ASCII alphanumerics and `*-._` (the WHATWG
-/// form-urlencoded set), upper-case hex, space as `%20` (RFC 9421 §2.2.8).
-fn form_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len());
-    for &b in input {
-        if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 #[cfg(test)]
