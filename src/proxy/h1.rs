@@ -40,8 +40,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::forward::{BoxError, ProxyBody};
-use super::headers::{AddedFields, connection_named, write_field};
+use super::headers::{AddedFields, HopByHop, connection_named, write_field};
 use super::pool::{H1Pool, PoolError, UpstreamBody};
+
+mod names;
 
 /// Most fields accepted in a response head (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
@@ -264,19 +266,22 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let mut named: SmallVec<[(HeaderName, usize, usize); 16]> = SmallVec::new();
         let mut connection: SmallVec<[(usize, usize); 2]> = SmallVec::new();
         let mut codings: SmallVec<[(usize, usize); 2]> = SmallVec::new();
-        for field in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
-                .map_err(|_| invalid("invalid header name"))?;
-            match super::headers::hop_by_hop(&name) {
-                Some(super::headers::HopByHop::Connection) => connection.push(span(field.value)),
-                Some(super::headers::HopByHop::TransferEncoding) => codings.push(span(field.value)),
-                Some(super::headers::HopByHop::Other) => {}
+        names::for_each_name(
+            parsed
+                .headers
+                .iter()
+                .map(|field| (field.name.as_bytes(), field.value)),
+            |name, class, value| match class {
+                Some(HopByHop::Connection) => connection.push(span(value)),
+                Some(HopByHop::TransferEncoding) => codings.push(span(value)),
+                Some(HopByHop::Other) => {}
                 None => {
-                    let (start, end) = span(field.value);
+                    let (start, end) = span(value);
                     named.push((name, start, end));
                 }
-            }
-        }
+            },
+        )
+        .map_err(|_| invalid("invalid header name"))?;
         let head = buf.split_to(len).freeze();
         // One spare place: the request id is added on the way back.
         let mut headers = HeaderMap::with_capacity(named.len() + 1);
