@@ -31,6 +31,8 @@ struct InUse {
     context: [Option<http::HeaderValue>; 6],
     /// Its current secret's NWS4 signing key for the day its last request was signed.
     nws4_day_keys: crate::auth::nws4::DayKeys,
+    /// Its context fields as request-head lines, with the name prefix they were written under.
+    context_lines: std::sync::OnceLock<(Box<str>, Box<[u8]>)>,
 }
 
 /// The indexes of one generation of the map.
@@ -191,6 +193,17 @@ impl KeyEntry {
         &self.in_use().context
     }
 
+    /// The context fields as `name: value\r\n` lines under the name `prefix` (see
+    /// [`crate::proxy::headers::KeyContext::write_lines`]), written by `write` the first time they are asked
+    /// for; `None` for a prefix other than that first one (one proxy, one prefix: not in practice).
+    pub fn context_lines(&self, prefix: &str, write: impl FnOnce() -> Vec<u8>) -> Option<&[u8]> {
+        let (written_for, lines) = self
+            .in_use()
+            .context_lines
+            .get_or_init(|| (prefix.into(), write().into()));
+        (**written_for == *prefix).then_some(&**lines)
+    }
+
     /// The NWS4 signing keys for `timestamp`'s date, in [`ApiKey::hmac_secrets`] order: the current secret's
     /// kept for the day, a rotated-out one's (tried only after the current one failed) derived each time.
     pub fn nws4_signing_keys<'a>(
@@ -215,6 +228,7 @@ impl KeyEntry {
             Box::new(InUse {
                 context: crate::proxy::headers::context_values(&self.key),
                 nws4_day_keys: crate::auth::nws4::DayKeys::default(),
+                context_lines: std::sync::OnceLock::new(),
             })
         })
     }

@@ -97,18 +97,53 @@ impl ContextHeaders {
 impl<'a> KeyContext<'a> {
     /// The context fields: the key's non-empty values, then the scheme.
     pub fn fields(&self) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
-        let names = &self.headers.names;
+        self.key_fields()
+            .chain(std::iter::once(self.scheme_field()))
+    }
+
+    /// The key's own fields (its non-empty values, encoded once, when it was first used).
+    fn key_fields(&self) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+        self.headers
+            .names
+            .iter()
+            .zip(self.principal.entry.context().iter())
+            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+    }
+
+    /// The field naming the scheme the request was authenticated with.
+    fn scheme_field(&self) -> (&'a HeaderName, &'a HeaderValue) {
         let scheme = match self.principal.scheme {
             Scheme::Bearer => &self.headers.schemes[0],
             Scheme::Nws4 => &self.headers.schemes[1],
             Scheme::Rfc9421 => &self.headers.schemes[2],
         };
-        // The key's values were encoded once, when it was first used: nothing is formatted here.
-        names
-            .iter()
-            .zip(self.principal.entry.context().iter())
-            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
-            .chain(std::iter::once((&names[6], scheme)))
+        (&self.headers.names[6], scheme)
+    }
+
+    /// Write the fields as `name: value` lines. The key's own lines are the same on every request, so the
+    /// key's cache entry keeps them written: one copy instead of six field writes (about 500 instructions).
+    pub fn write_lines(&self, out: &mut Vec<u8>) {
+        let write = || {
+            let mut lines = Vec::new();
+            for (name, value) in self.key_fields() {
+                write_field(&mut lines, name, value);
+            }
+            lines
+        };
+        match self
+            .principal
+            .entry
+            .context_lines(&self.headers.prefix, write)
+        {
+            Some(lines) => out.extend_from_slice(lines),
+            None => {
+                for (name, value) in self.key_fields() {
+                    write_field(out, name, value);
+                }
+            }
+        }
+        let (name, value) = self.scheme_field();
+        write_field(out, name, value);
     }
 }
 
@@ -140,12 +175,18 @@ pub struct Forwarded {
 impl AddedFields<'_> {
     /// The fields, context first.
     pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + '_ {
-        let [for_, proto, host, request_id] = &ADDED_NAMES;
-        let f = &self.forwarded;
         self.context
             .iter()
             .flat_map(KeyContext::fields)
-            .chain([(for_, &f.for_), (proto, &f.proto)])
+            .chain(self.request_fields())
+    }
+
+    /// The fields of this request rather than of its key: forwarding and the request id.
+    fn request_fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + '_ {
+        let [for_, proto, host, request_id] = &ADDED_NAMES;
+        let f = &self.forwarded;
+        [(for_, &f.for_), (proto, &f.proto)]
+            .into_iter()
             .chain(f.host.as_ref().map(|v| (host, v)))
             .chain(std::iter::once((request_id, self.request_id)))
     }
@@ -159,9 +200,13 @@ impl AddedFields<'_> {
         }
     }
 
-    /// Write the fields as `name: value` lines, as the lean exchange sends them.
+    /// Write the fields as `name: value` lines, as the lean exchange sends them (the same fields, in the same
+    /// order, as [`AddedFields::fields`]).
     pub fn write_lines(&self, out: &mut Vec<u8>) {
-        for (name, value) in self.fields() {
+        if let Some(context) = &self.context {
+            context.write_lines(out);
+        }
+        for (name, value) in self.request_fields() {
             write_field(out, name, value);
         }
     }
@@ -558,6 +603,23 @@ mod tests {
             "x-request-id: r1\r\n".to_owned(),
         ];
         assert_eq!(written, expected);
+
+        // Written again (the key's own lines now kept in its cache entry): the same bytes.
+        let mut again = Vec::new();
+        added.write_lines(&mut again);
+        assert_eq!(String::from_utf8(again).unwrap(), text);
+        // Under another prefix (the kept lines are not for it): the same fields under the other names.
+        let other = ContextHeaders::new("X-Key-");
+        let mut renamed = Vec::new();
+        AddedFields {
+            context: Some(other.of(&principal)),
+            ..added.clone()
+        }
+        .write_lines(&mut renamed);
+        assert_eq!(
+            String::from_utf8(renamed).unwrap(),
+            text.replace("x-auth-", "x-key-")
+        );
     }
 
     #[test]
