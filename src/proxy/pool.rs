@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
@@ -62,8 +62,8 @@ pub struct H1Pool {
     authority: String,
     host: HeaderValue,
     idle: IdleStack<SendRequest<ProxyBody>>,
-    /// Idle connections for the lean exchange ([`super::h1`]).
-    idle_streams: IdleStack<TcpStream>,
+    /// Idle connections for the lean exchange ([`super::h1`]), each with the unused end of its read buffer.
+    idle_streams: IdleStack<(TcpStream, BytesMut)>,
     connect_timeout: Duration,
 }
 
@@ -139,14 +139,17 @@ impl H1Pool {
         }
     }
 
-    /// The most recently returned idle stream for the lean exchange (one closed while idle shows when used).
-    pub(super) fn checkout_stream(&self) -> Option<TcpStream> {
+    /// The most recently returned idle stream for the lean exchange (one closed while idle shows when used),
+    /// with its read buffer.
+    pub(super) fn checkout_stream(&self) -> Option<(TcpStream, BytesMut)> {
         self.idle_streams.pop()
     }
 
-    /// Keep a stream whose last response ended cleanly.
-    pub(super) fn checkin_stream(&self, stream: TcpStream) {
-        self.idle_streams.push(stream);
+    /// Keep a stream whose last response ended cleanly, and the unused end of its read buffer (empty: nothing
+    /// followed the response).
+    pub(super) fn checkin_stream(&self, stream: TcpStream, buf: BytesMut) {
+        debug_assert!(buf.is_empty());
+        self.idle_streams.push((stream, buf));
     }
 
     /// A new TCP connection to the upstream (connect timeout, `TCP_NODELAY`).
