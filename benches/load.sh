@@ -3,8 +3,11 @@
 # (../shared/bench/run.sh) twice, Keyward next to the peers each time:
 #   1. the saturation table: direct, nginx/HAProxy plain and auth, keyward-bearer (harness defaults:
 #      3 rounds x 10 s after a 2 s warm-up, 64 connections); extra harness options (e.g. --rate 20000) go here;
-#   2. the signed table: one 10 s round without warm-up, because every wrk run starts the per-request header
-#      file from its first line and a signature is accepted once, so a file serves exactly one run:
+#   2. the signed table: every wrk run starts the per-request header file from its first line and a signature
+#      is accepted once, so a file serves exactly one 10 s round (no warm-up) of one Keyward process. The table
+#      is therefore run $KEYWARD_BENCH_SIGNED_RUNS times (default 3), each with a fresh Keyward and fresh
+#      signatures, and the runs' rounds are merged into one table (…-signed.md: medians over the runs, ratios
+#      paired within each run, as the harness pairs its own rounds):
 #   keyward-bearer   Authorization: Bearer <token> of one bench key (the same header the peers get)
 #   keyward-rfc9421  a distinct RFC 9421 signature per request (replay protection on)
 #   keyward-nws4     a distinct NWS4 signature per request (replay protection on)
@@ -42,11 +45,16 @@ KEY_INDEX=${BENCH_KEY_INDEX:-500}
 python3 "$HARNESS_DIR/lib/gen_keys.py" "$KEYS" "$BENCH_WORK/kw/keys" >/dev/null
 read -r CLIENT_ID SECRET TOKEN < <(awk -F'\t' -v i="$KEY_INDEX" 'NR == i + 2 { print $1, $2, $3 }' "$BENCH_WORK/kw/keys/keys.tsv")
 
-# Enough distinct signed requests for one 10 s run.
+# Enough distinct signed requests for one 10 s run; signed again before each run (they expire after 15 min).
 LINES=${KEYWARD_BENCH_SIGNED:-700000}
-echo "load.sh: signing $LINES RFC 9421 and $LINES NWS4 requests" >&2
-"$BIN" sign --scheme rfc9421 --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$LINES" "http://127.0.0.1:$PORT/" >"$BENCH_WORK/kw/rfc9421.tsv"
-"$BIN" sign --scheme nws4 --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$LINES" "http://127.0.0.1:$PORT/" >"$BENCH_WORK/kw/nws4.tsv"
+sign_all() {
+  echo "load.sh: signing $LINES RFC 9421 and $LINES NWS4 requests" >&2
+  local scheme
+  for scheme in rfc9421 nws4; do
+    "$BIN" sign --scheme "$scheme" --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$LINES" \
+      "http://127.0.0.1:$PORT/" >"$BENCH_WORK/kw/$scheme.tsv"
+  done
+}
 printf 'Authorization: Bearer %s\n' "$TOKEN" >"$BENCH_WORK/kw/plain.tsv"
 
 # Keyward's bench config (benches/common.sh); the upstream is the harness's, given when it starts Keyward.
@@ -60,8 +68,23 @@ HARNESS=(bash "$HARNESS_DIR/run.sh" --cmd "$CMD" --target "keyward-bearer=$PORT"
 echo "load.sh: 1/2 saturation table" >&2
 "${HARNESS[@]}" --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" "${args[@]}"
 
-echo "load.sh: 2/2 signed table" >&2
-"${HARNESS[@]}" --peers nginx-plain --rounds 1 --warmup 0 --duration 10 --no-install \
-  --target "keyward-rfc9421=$PORT" --headers-file "keyward-rfc9421=$BENCH_WORK/kw/rfc9421.tsv" \
-  --target "keyward-nws4=$PORT" --headers-file "keyward-nws4=$BENCH_WORK/kw/nws4.tsv" \
-  --target "nginx-plain-hfile=$NGINX_PLAIN_PORT" --headers-file "nginx-plain-hfile=$BENCH_WORK/kw/plain.tsv"
+RUNS=${KEYWARD_BENCH_SIGNED_RUNS:-3}
+MERGED="$BENCH_RESULTS/$(date +%Y%m%d-%H%M%S)-signed"
+for run in $(seq "$RUNS"); do
+  echo "load.sh: 2/2 signed table, run $run of $RUNS" >&2
+  sign_all
+  "${HARNESS[@]}" --peers nginx-plain --rounds 1 --warmup 0 --duration 10 --no-install \
+    --target "keyward-rfc9421=$PORT" --headers-file "keyward-rfc9421=$BENCH_WORK/kw/rfc9421.tsv" \
+    --target "keyward-nws4=$PORT" --headers-file "keyward-nws4=$BENCH_WORK/kw/nws4.tsv" \
+    --target "nginx-plain-hfile=$NGINX_PLAIN_PORT" --headers-file "nginx-plain-hfile=$BENCH_WORK/kw/plain.tsv" \
+    >/dev/null
+  # The run's one round becomes round $run of the merged file; the header lines are kept from the first run.
+  raw=$(ls -t "$BENCH_RESULTS"/*[0-9].raw | head -1)
+  if [[ "$run" == 1 ]]; then
+    sed 's/^# duration=\([0-9]*\) warmup=0 rounds=1 /# duration=\1 warmup=0 rounds='"$RUNS"' (one per Keyward run) /' "$raw" >"$MERGED.raw"
+  else
+    grep -v '^#' "$raw" | sed "s/ round=1 / round=$run /" >>"$MERGED.raw"
+  fi
+done
+python3 "$HARNESS_DIR/lib/summarize.py" "$MERGED.raw" | tee "$MERGED.md"
+echo "load.sh: signed table of $RUNS runs: $MERGED.md" >&2
