@@ -139,8 +139,10 @@ async fn tampering_with_anything_covered_is_401() {
     for scheme in [SignScheme::Nws4, SignScheme::Rfc9421] {
         let url = kw.proxy_url("/orders/7?x=1");
         type Tamper = fn(&mut String, &mut Method, &mut Vec<u8>, &mut Vec<(&'static str, String)>);
-        let tampers: [(&str, Tamper); 5] = [
+        let tampers: [(&str, Tamper); 6] = [
             ("body", |_, _, b, _| b[2] = b'T'),
+            // Sent with no body at all: its digest is checked without a read, and must still fail.
+            ("body left out", |_, _, b, _| b.clear()),
             ("path", |u, _, _, _| {
                 *u = u.replace("/orders/7", "/orders/8")
             }),

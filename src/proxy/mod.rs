@@ -22,7 +22,7 @@ use crate::routes::{AuthMode, RouteTable, Rule};
 use crate::server::ConnInfo;
 use crate::upstreams::UpstreamRegistry;
 use crate::upstreams::credentials::Token;
-use body::{content_length, read_signed_body};
+use body::{check_empty_body, content_length, read_signed_body};
 use forward::{ProxyBody, Upstream, finish_response, tunnel};
 use headers::ContextHeaders;
 
@@ -215,17 +215,23 @@ fn pipeline<'s>(
         let (exchange, used, sent) = {
             let (mut parts, body) = req.into_parts();
             let body: ProxyBody = match principal.as_ref().and_then(|a| a.body_check.as_ref()) {
-                Some(check) => {
+                Some(check) if !http_body::Body::is_end_stream(&body) => {
                     read_signed_body(body, check, declared, state.limits.max_signed_body)
                         .await?
                         .map_err(|e| match e {})
                         .boxed()
                 }
-                None => Limited::new(
-                    body,
-                    usize::try_from(state.limits.max_body).unwrap_or(usize::MAX),
-                )
-                .boxed(),
+                check => {
+                    // A signed body that ended before its first byte (a GET) is checked without a read.
+                    if let Some(check) = check {
+                        check_empty_body(check)?;
+                    }
+                    Limited::new(
+                        body,
+                        usize::try_from(state.limits.max_body).unwrap_or(usize::MAX),
+                    )
+                    .boxed()
+                }
             };
             // The fields Keyward adds go with the request to the upstream client, which writes them where it is
             // cheapest (see `AddedFields`); `sanitize` has stripped every client-sent field of their names.
