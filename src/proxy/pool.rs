@@ -14,7 +14,7 @@
 //!   keep-alive timeout closes the rest (a closed one is skipped).
 //!
 //! Bodiless requests with an idempotent method skip hyper's client connection and take the lean exchange in
-//! [`super::h1`], on a second stack of plain idle `TcpStream`s.
+//! [`super::h1`], on a second stack of plain idle `TcpStream`s, each kept with the free end of its read buffer.
 //!
 //! `https://` upstreams keep hyper-util's client (TLS, h2 by ALPN).
 
