@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, Uri, uri::PathAndQuery};
 use http_body_util::combinators::BoxBody;
@@ -155,8 +156,18 @@ impl Upstream {
         let pooled = self.pool.as_ref().filter(|_| {
             req.uri().authority().is_none() || req.uri().authority() == self.base.authority()
         });
+        // Combinators rather than an `async` block: a block would hold the exchange twice in its state (as the
+        // captured value and as the awaited one), and this future is part of every request's.
         let exchange = match pooled {
-            Some(pool) => Either::Left(self.sleeps.timeout(self.timeout, pool.send(req, added))),
+            Some(pool) => Either::Left(
+                self.sleeps
+                    .timeout(self.timeout, pool.send(req, added))
+                    .map(|outcome| match outcome {
+                        Err(_) | Ok(Err(PoolError::ConnectTimeout)) => Err(ExchangeError::Timeout),
+                        Ok(Ok(resp)) => Ok(resp),
+                        Ok(Err(e)) => Err(failure(&e)),
+                    }),
+            ),
             None => {
                 if let Some(added) = added {
                     added.insert_into(req.headers_mut());
@@ -165,20 +176,12 @@ impl Upstream {
                 Either::Right(Box::pin(self.exchange(req)))
             }
         };
-        async move {
-            let result = match exchange {
-                Either::Left(pooled) => match pooled.await {
-                    Err(_) | Ok(Err(PoolError::ConnectTimeout)) => Err(ExchangeError::Timeout),
-                    Ok(Ok(resp)) => Ok(resp),
-                    Ok(Err(e)) => Err(failure(&e)),
-                },
-                Either::Right(general) => general.await,
-            };
+        exchange.map(|result| {
             result.map_err(|e| match e {
                 ExchangeError::Timeout => Error::UpstreamTimeout,
                 ExchangeError::Failed(detail) => Error::UpstreamUnreachable(detail),
             })
-        }
+        })
     }
 
     /// Send a request to any URL through the general client and tell why it failed in plain words (token
