@@ -9,7 +9,9 @@ pub mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -117,14 +119,12 @@ impl Listener {
                     counted.request();
                     // hyper's read buffer is larger than the header limit (see `http_builder`): the limit
                     // itself is enforced here, with the one JSON error shape.
-                    let fut = (head_size(&req) <= max_header_bytes).then(|| handler(info, req));
-                    async move {
-                        Ok::<_, Infallible>(match fut {
-                            Some(fut) => fut.await,
-                            None => crate::proxy::forward::boxed(
-                                crate::error::Error::HeadersTooLarge.to_response(),
-                            ),
-                        })
+                    if head_size(&req) <= max_header_bytes {
+                        Reply::Handler {
+                            future: handler(info, req),
+                        }
+                    } else {
+                        Reply::HeadersTooLarge
                     }
                 });
                 let result = match tls {
@@ -199,6 +199,30 @@ async fn handshake(
         Err(_) => {
             tracing::debug!("TLS handshake timed out");
             None
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future hyper gets for one request: the handler's, or the refusal of a head over the limit. Written
+    /// out rather than an `async` block, which would hold the handler's future twice (captured and awaited):
+    /// hyper moves this future whole.
+    #[project = ReplyProj]
+    enum Reply<F> {
+        Handler { #[pin] future: F },
+        HeadersTooLarge,
+    }
+}
+
+impl<F: Future<Output = Response<ProxyBody>>> Future for Reply<F> {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ReplyProj::Handler { future } => future.poll(cx).map(Ok),
+            ReplyProj::HeadersTooLarge => Poll::Ready(Ok(crate::proxy::forward::boxed(
+                crate::error::Error::HeadersTooLarge.to_response(),
+            ))),
         }
     }
 }
