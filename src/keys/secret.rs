@@ -4,7 +4,6 @@
 use std::fmt;
 
 use rand::RngCore;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// A secret string. `Debug` and `Display` print `***`.
@@ -29,7 +28,7 @@ impl Secret {
 
     /// Constant-time equality with presented bytes (length is not secret: secrets have public length rules).
     pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(presented).into()
+        constant_time_eq::constant_time_eq(self.0.as_bytes(), presented)
     }
 }
 
@@ -194,5 +193,16 @@ mod tests {
         assert!(s.matches(b"abc"));
         assert!(!s.matches(b"abd"));
         assert!(!s.matches(b"ab"));
+        assert!(!s.matches(b"abcd"));
+        // A generated secret's length, compared a word at a time: a difference at any position is seen.
+        let long = Secret::generate();
+        let bytes = long.expose().as_bytes().to_vec();
+        assert!(long.matches(&bytes));
+        for i in 0..bytes.len() {
+            let mut other = bytes.clone();
+            other[i] ^= 0x01;
+            assert!(!long.matches(&other), "a difference at byte {i} was missed");
+        }
+        assert!(!long.matches(&bytes[..bytes.len() - 1]));
     }
 }

@@ -106,7 +106,7 @@ impl BodyHasher {
         match self {
             Self::Sha256(h, expected) => {
                 let actual: [u8; 32] = h.finalize().into();
-                subtle::ConstantTimeEq::ct_eq(&actual[..], &expected[..]).into()
+                constant_time_eq::constant_time_eq_32(&actual, &expected)
             }
             Self::ContentDigest(h) => h.finish_and_check().is_ok(),
         }

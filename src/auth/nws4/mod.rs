@@ -14,7 +14,6 @@ use std::borrow::Cow;
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 pub use authorization::Nws4Credentials;
 pub use canonical::{
@@ -119,7 +118,7 @@ impl Nws4Verified {
     /// signed `x-nd-content-sha256`.
     pub fn body_matches(&self, body: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(body).into();
-        digest.ct_eq(&self.content_sha256).into()
+        constant_time_eq::constant_time_eq_32(&digest, &self.content_sha256)
     }
 }
 

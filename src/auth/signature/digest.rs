@@ -5,7 +5,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sfv::{BareItem, Dictionary, Item, ListEntry, Parser};
 use sha2::{Digest as _, Sha256, Sha512};
-use subtle::ConstantTimeEq as _;
 
 use super::SignatureError;
 
@@ -142,7 +141,7 @@ impl DigestHasher {
             Inner::Sha256(h) => h.finalize().to_vec(),
             Inner::Sha512(h) => h.finalize().to_vec(),
         };
-        if bool::from(got.ct_eq(&self.expected)) {
+        if constant_time_eq::constant_time_eq(&got, &self.expected) {
             Ok(())
         } else {
             Err(SignatureError::DigestMismatch)
