@@ -2,6 +2,9 @@
 # Instructions per proxied request, counted by callgrind: a figure that does not move with the machine's noise,
 # for A/B comparisons of a change on the request path (BENCHMARKS.md quotes it).
 #   bearer   N requests with one bench key's Authorization: Bearer header (oha, 16 connections)
+#   bearer-alone  3 000 such requests at 200 req/s (oha -q 200), each request alone in the runtime (under
+#            valgrind Keyward answers a few thousand a second): what a lightly loaded proxy pays per request,
+#            its runtime's wake-ups and I/O polls included
 #   rfc9421  distinct RFC 9421 signed GETs (replay protection on), sent by wrk with the harness's bench.lua
 #            and a per-request header file; the count is of the requests wrk completed in 8 s
 #   nws4     the same with NWS4 signatures
@@ -73,6 +76,14 @@ ok=$(taskset -c 1 oha -n "$N" -c 16 --no-tui --output-format json -H "Authorizat
   "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
 [[ "$ok" == "$N" ]] || { echo "callgrind.sh: only $ok of $N bearer requests got 200" >&2; exit 1; }
 finish bearer "$N"
+
+start
+taskset -c 1 oha -n 500 -c 16 --no-tui -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/" >/dev/null
+callgrind_control -i on "$VG_PID" >/dev/null 2>&1
+ok=$(taskset -c 1 oha -n 3000 -c 16 -q 200 --no-tui --output-format json -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
+[[ "$ok" == 3000 ]] || { echo "callgrind.sh: only $ok of 3000 lone bearer requests got 200" >&2; exit 1; }
+finish bearer-alone 3000
 
 # Signed GETs of one scheme, each signature sent once, for 8 s.
 signed() { # SCHEME
