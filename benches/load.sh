@@ -15,7 +15,9 @@
 #                      so their req/s compare like with like (its CPU column is not meaningful: the harness
 #                      accounts extra targets to the Keyward process)
 # Usage: benches/load.sh [--keys N] [harness options...]   e.g. benches/load.sh --rate 20000
-# Results: the harness prints the table and writes it under $BENCH_RESULTS (default bench-results/).
+# Results: the harness prints the table and writes it under $BENCH_RESULTS (default bench-results/); each table
+# gets the proxy process's own CPU per request appended (benches/process_cpu.py), which at a fixed rate below
+# saturation is steadier than the harness's core-busy column.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -67,6 +69,9 @@ HARNESS=(bash "$HARNESS_DIR/run.sh" --cmd "$CMD" --target "keyward-bearer=$PORT"
 
 echo "load.sh: 1/2 saturation table" >&2
 "${HARNESS[@]}" --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" "${args[@]}"
+# The process's own CPU per request next to the harness's core-busy column (see benches/process_cpu.py).
+raw=$(ls -t "$BENCH_RESULTS"/*[0-9].raw | head -1)
+python3 benches/process_cpu.py "$raw" | tee -a "${raw%.raw}.md"
 
 RUNS=${KEYWARD_BENCH_SIGNED_RUNS:-3}
 MERGED="$BENCH_RESULTS/$(date +%Y%m%d-%H%M%S)-signed"
@@ -87,4 +92,5 @@ for run in $(seq "$RUNS"); do
   fi
 done
 python3 "$HARNESS_DIR/lib/summarize.py" "$MERGED.raw" | tee "$MERGED.md"
+python3 benches/process_cpu.py "$MERGED.raw" | tee -a "$MERGED.md"
 echo "load.sh: signed table of $RUNS runs: $MERGED.md" >&2
