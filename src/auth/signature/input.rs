@@ -578,9 +578,12 @@ fn build(
             "nonce" => nonce = Some(string(v)?),
             "tag" => tag = Some(string(v)?),
             "keyid" => key_id = Some(string(v)?),
-            "alg" if string(v)? != ALG_HMAC_SHA256 => {
-                return Err(SignatureError::UnsupportedAlgorithm);
-            }
+            // Compared where it lies: the only accepted value needs no owned copy.
+            "alg" => match v {
+                BareItemFromInput::String(s) if s.as_str() == ALG_HMAC_SHA256 => {}
+                BareItemFromInput::String(_) => return Err(SignatureError::UnsupportedAlgorithm),
+                _ => return Err(bad()),
+            },
             _ => {} // unknown parameters are signed (serialized) but ignored
         }
     }

@@ -227,6 +227,10 @@ fn policy_table() {
         manual("created=1700000000;keyid=\"client-1\";alg=\"HMAC-SHA256\"").unwrap_err(),
         E::UnsupportedAlgorithm
     );
+    assert!(matches!(
+        manual("created=1700000000;keyid=\"client-1\";alg=hmac-sha256").unwrap_err(),
+        E::Malformed(_)
+    ));
     assert_eq!(
         manual("created=1700000000").unwrap_err(),
         E::MissingParameter("keyid")
