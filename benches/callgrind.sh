@@ -67,23 +67,23 @@ finish() { # NAME REQUESTS
   echo "| $1 | $2 | $total | $((total / $2)) |"
 }
 
+# Bearer requests: WARM unmeasured, then N measured; extra oha options (a rate) after them.
+bearer() { # NAME WARM N [OHA OPTIONS...]
+  local name=$1 warm=$2 n=$3 ok
+  shift 3
+  start
+  taskset -c 1 oha -n "$warm" -c 16 --no-tui -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/" >/dev/null
+  callgrind_control -i on "$VG_PID" >/dev/null 2>&1
+  ok=$(taskset -c 1 oha -n "$n" -c 16 "$@" --no-tui --output-format json -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
+  [[ "$ok" == "$n" ]] || { echo "callgrind.sh: only $ok of $n $name requests got 200" >&2; exit 1; }
+  finish "$name" "$n"
+}
+
 echo "| target | requests | instructions | per request |"
 echo "| --- | ---: | ---: | ---: |"
-start
-taskset -c 1 oha -n 2000 -c 16 --no-tui -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/" >/dev/null
-callgrind_control -i on "$VG_PID" >/dev/null 2>&1
-ok=$(taskset -c 1 oha -n "$N" -c 16 --no-tui --output-format json -H "Authorization: Bearer $TOKEN" \
-  "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
-[[ "$ok" == "$N" ]] || { echo "callgrind.sh: only $ok of $N bearer requests got 200" >&2; exit 1; }
-finish bearer "$N"
-
-start
-taskset -c 1 oha -n 500 -c 16 --no-tui -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/" >/dev/null
-callgrind_control -i on "$VG_PID" >/dev/null 2>&1
-ok=$(taskset -c 1 oha -n 3000 -c 16 -q 200 --no-tui --output-format json -H "Authorization: Bearer $TOKEN" \
-  "http://127.0.0.1:$PORT/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
-[[ "$ok" == 3000 ]] || { echo "callgrind.sh: only $ok of 3000 lone bearer requests got 200" >&2; exit 1; }
-finish bearer-alone 3000
+bearer bearer 2000 "$N"
+bearer bearer-alone 500 3000 -q 200
 
 # Signed GETs of one scheme, each signature sent once, for 8 s.
 signed() { # SCHEME

@@ -68,9 +68,10 @@ NGINX_PLAIN_PORT=$(( ${BENCH_PORT_BASE:-18080} + 1 ))
 HARNESS=(bash "$HARNESS_DIR/run.sh" --cmd "$CMD" --target "keyward-bearer=$PORT")
 
 echo "load.sh: 1/2 saturation table" >&2
+latest_raw() { ls -t "$BENCH_RESULTS"/*[0-9].raw | head -1; }
 "${HARNESS[@]}" --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" "${args[@]}"
 # The process's own CPU per request next to the harness's core-busy column (see benches/process_cpu.py).
-raw=$(ls -t "$BENCH_RESULTS"/*[0-9].raw | head -1)
+raw=$(latest_raw)
 python3 benches/process_cpu.py "$raw" | tee -a "${raw%.raw}.md"
 
 RUNS=${KEYWARD_BENCH_SIGNED_RUNS:-3}
@@ -84,7 +85,7 @@ for run in $(seq "$RUNS"); do
     --target "nginx-plain-hfile=$NGINX_PLAIN_PORT" --headers-file "nginx-plain-hfile=$BENCH_WORK/kw/plain.tsv" \
     >/dev/null
   # The run's one round becomes round $run of the merged file; the header lines are kept from the first run.
-  raw=$(ls -t "$BENCH_RESULTS"/*[0-9].raw | head -1)
+  raw=$(latest_raw)
   if [[ "$run" == 1 ]]; then
     sed 's/^# duration=\([0-9]*\) warmup=0 rounds=1 /# duration=\1 warmup=0 rounds='"$RUNS"' (one per Keyward run) /' "$raw" >"$MERGED.raw"
   else
