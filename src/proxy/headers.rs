@@ -322,7 +322,7 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
             },
         };
         if drop {
-            doomed.push(name.clone());
+            doomed.push(static_name(text).unwrap_or_else(|| name.clone()));
         }
     }
     if connection {
@@ -342,6 +342,21 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
     if rules.keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// The names [`strip`] removes from most signed or proxied requests, as constants: a name hyper parsed from
+/// the request is not one of `http`'s standard names, and cloning it (to remove it once the map is no longer
+/// borrowed) allocates, since its bytes are promoted to shared ownership on the first clone.
+fn static_name(text: &str) -> Option<HeaderName> {
+    Some(match text {
+        "signature" => crate::auth::SIGNATURE,
+        "signature-input" => crate::auth::SIGNATURE_INPUT,
+        "x-forwarded-for" => X_FORWARDED_FOR,
+        "x-forwarded-proto" => X_FORWARDED_PROTO,
+        "x-forwarded-host" => X_FORWARDED_HOST,
+        "x-request-id" => REQUEST_ID,
+        _ => return None,
+    })
 }
 
 /// The field a `Connection` item names as hop-by-hop, to be removed with it. `None` for the usual options
