@@ -17,24 +17,38 @@ pub(crate) fn signature_base(
     params: &str,
 ) -> Result<String, SignatureError> {
     let mut out = String::with_capacity(256);
-    for c in components {
-        write_component(&mut out, req, c)?;
-    }
-    out.push_str("\"@signature-params\": ");
-    out.push_str(params);
+    write_signature_base(&mut out, req, components, params)?;
     Ok(out)
 }
 
-fn missing(c: &Component) -> SignatureError {
-    SignatureError::component(SignatureError::MissingComponent, &c.id)
+/// [`signature_base`] appended to `out` (a buffer the verifier reuses from request to request).
+pub(crate) fn write_signature_base(
+    out: &mut String,
+    req: &SignatureRequest<'_>,
+    components: &[Component],
+    params: &str,
+) -> Result<(), SignatureError> {
+    for c in components {
+        write_component(out, req, c, params)?;
+    }
+    out.push_str("\"@signature-params\": ");
+    out.push_str(params);
+    Ok(())
 }
 
-/// The line(s) for one component: one, except `@query-param` with a repeated name (§2.2.8).
+fn missing(c: &Component, params: &str) -> SignatureError {
+    SignatureError::component(SignatureError::MissingComponent, c.id(params))
+}
+
+/// The line(s) for one component: one, except `@query-param` with a repeated name (§2.2.8). `params` is the
+/// `@signature-params` value the component's identifier is a span of.
 fn write_component(
     out: &mut String,
     req: &SignatureRequest<'_>,
     c: &Component,
+    params: &str,
 ) -> Result<(), SignatureError> {
+    let id = c.id(params);
     let path = if req.path.is_empty() { "/" } else { req.path };
     let query = |out: &mut String| {
         if let Some(q) = req.query {
@@ -42,7 +56,7 @@ fn write_component(
             out.push_str(q);
         }
     };
-    out.push_str(&c.id);
+    out.push_str(id);
     out.push_str(": ");
     let start = out.len();
     match &c.kind {
@@ -71,11 +85,11 @@ fn write_component(
         ComponentKind::QueryParam(name) => {
             // Form-encoded values: no CR/LF can be in them.
             let values = query_param(req.query.unwrap_or_default(), name);
-            let (first, rest) = values.split_first().ok_or_else(|| missing(c))?;
+            let (first, rest) = values.split_first().ok_or_else(|| missing(c, params))?;
             out.push_str(first);
             for value in rest {
                 out.push('\n');
-                out.push_str(&c.id);
+                out.push_str(id);
                 out.push_str(": ");
                 out.push_str(value);
             }
@@ -83,10 +97,11 @@ fn write_component(
             return Ok(());
         }
         ComponentKind::Field { sf, key } => {
-            let raw = field_value(req.headers, c.name())?.ok_or_else(|| missing(c))?;
+            let raw =
+                field_value(req.headers, c.name(params))?.ok_or_else(|| missing(c, params))?;
             match key {
                 Some(key) => {
-                    out.push_str(&dictionary_member(&raw, key)?.ok_or_else(|| missing(c))?)
+                    out.push_str(&dictionary_member(&raw, key)?.ok_or_else(|| missing(c, params))?)
                 }
                 None if *sf => out.push_str(&reserialize(&raw)?),
                 None => out.push_str(&raw),

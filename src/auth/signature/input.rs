@@ -45,22 +45,29 @@ pub(crate) enum ComponentKind {
     },
 }
 
-/// One covered component: its serialized identifier and what it resolves to.
+/// One covered component: where its serialized identifier lies in the `@signature-params` value it was read
+/// with (no string of its own), and what it resolves to.
 #[derive(Debug, Clone)]
 pub(crate) struct Component {
-    /// RFC 9421 §2.5: the serialized component identifier, e.g. `"@method"` or `"content-digest";sf`.
-    pub(crate) id: String,
+    /// RFC 9421 §2.5: the serialized component identifier's span, e.g. of `"@method"` or `"content-digest";sf`.
+    id: Range<usize>,
     pub(crate) kind: ComponentKind,
-    /// The name's end in `id`: it starts after the opening quote.
-    name_end: usize,
+    /// The name's length; it starts after the identifier's opening quote.
+    name_len: usize,
 }
 
 // === impl Component ===
 
 impl Component {
-    /// The component name without parameters.
-    pub(crate) fn name(&self) -> &str {
-        self.id.get(1..self.name_end).unwrap_or("")
+    /// The serialized component identifier, from the `@signature-params` value the component was read with.
+    pub(crate) fn id<'p>(&self, params: &'p str) -> &'p str {
+        params.get(self.id.clone()).unwrap_or("")
+    }
+
+    /// The component name without parameters, from the same `@signature-params` value.
+    pub(crate) fn name<'p>(&self, params: &'p str) -> &'p str {
+        let start = self.id.start + 1;
+        params.get(start..start + self.name_len).unwrap_or("")
     }
 }
 
@@ -324,14 +331,20 @@ impl<'de> EntryVisitor<'de> for SignatureEntry<'_, 'de> {
     }
 }
 
-/// Classify one inner-list member (RFC 9421 §2: an sf-string with parameters); `id` is its serialization.
-fn component_from_item(item: &RefItem<'_>, id: String) -> Result<Component, SignatureError> {
+/// Classify one inner-list member (RFC 9421 §2: an sf-string with parameters); `params[span]` is its
+/// serialization.
+fn component_from_item(
+    item: &RefItem<'_>,
+    params: &str,
+    span: Range<usize>,
+) -> Result<Component, SignatureError> {
+    let id = params.get(span.clone()).unwrap_or("");
     let Some(name) = item.name() else {
         return Err(SignatureError::Malformed(
             "component identifier is not a string",
         ));
     };
-    let unsupported = || SignatureError::component(SignatureError::UnsupportedComponent, &id);
+    let unsupported = || SignatureError::component(SignatureError::UnsupportedComponent, id);
     let kind = if let Some(derived) = name.strip_prefix('@') {
         let no_params = |k: ComponentKind| {
             if item.params.is_empty() {
@@ -388,25 +401,32 @@ fn component_from_item(item: &RefItem<'_>, id: String) -> Result<Component, Sign
     };
     // Every accepted name serializes without escapes (derived names are fixed, field names are tokens), so
     // it is the identifier's text after the opening quote.
-    let name_end = 1 + name.len();
-    if id.get(1..name_end) != Some(name) {
+    if id.get(1..1 + name.len()) != Some(name) {
         return Err(SignatureError::Malformed("component identifier"));
     }
-    Ok(Component { id, kind, name_end })
+    Ok(Component {
+        id: span,
+        kind,
+        name_len: name.len(),
+    })
 }
 
 /// RFC 9421 §2.5: duplicate identifiers (parameter order ignored) are an error. A signature covers a handful
 /// of components, so pairwise comparison beats hashing formatted copies of each. Every parameter a component
 /// may carry is part of its kind, so name and kind are the identifier.
-pub(crate) fn reject_duplicates(components: &[Component]) -> Result<(), SignatureError> {
+pub(crate) fn reject_duplicates(
+    components: &[Component],
+    params: &str,
+) -> Result<(), SignatureError> {
     for (i, c) in components.iter().enumerate() {
+        let name = c.name(params);
         if components[..i]
             .iter()
-            .any(|seen| seen.name() == c.name() && seen.kind == c.kind)
+            .any(|seen| seen.name(params) == name && seen.kind == c.kind)
         {
             return Err(SignatureError::component(
                 SignatureError::DuplicateComponent,
-                &c.id,
+                c.id(params),
             ));
         }
     }
@@ -415,7 +435,7 @@ pub(crate) fn reject_duplicates(components: &[Component]) -> Result<(), Signatur
 
 /// RFC 9421 §2.3: the `@signature-params` value (the inner list of identifiers with its parameters, serialized
 /// with sfv's serializer from the values as read) and the components it covers, classified. Each identifier
-/// is its item's span of that serialization (§2.5), so it is not serialized twice.
+/// is its item's span of that serialization (§2.5), so it is neither serialized twice nor copied.
 pub(crate) fn signature_params(
     items: &[RefItem<'_>],
     params: &Params<'_>,
@@ -442,7 +462,7 @@ pub(crate) fn signature_params(
     let components = items
         .iter()
         .zip(spans)
-        .map(|(item, span)| component_from_item(item, out.get(span).unwrap_or("").to_owned()))
+        .map(|(item, span)| component_from_item(item, &out, span))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((components, out))
 }
@@ -482,10 +502,10 @@ fn read_members<'h, M>(
 }
 
 /// RFC 9421 §4: parse both fields, check labels pair up, select one signature.
-pub(crate) fn parse(
-    headers: &http::HeaderMap,
+pub(crate) fn parse<'h>(
+    headers: &'h http::HeaderMap,
     policy: &SignaturePolicy,
-) -> Result<ParsedSignature, SignatureError> {
+) -> Result<ParsedSignature<'h>, SignatureError> {
     // Looked up by `HeaderName`: a `&str` name would be parsed and hashed again on every lookup.
     const INPUT: http::HeaderName = http::HeaderName::from_static(SIGNATURE_INPUT);
     const SIG: http::HeaderName = http::HeaderName::from_static(SIGNATURE);
@@ -541,11 +561,11 @@ pub(crate) fn parse(
     build(input, sig.signature.take(), policy)
 }
 
-fn build(
-    input: &InputMember<'_>,
+fn build<'h>(
+    input: &InputMember<'h>,
     signature: Option<Vec<u8>>,
     policy: &SignaturePolicy,
-) -> Result<ParsedSignature, SignatureError> {
+) -> Result<ParsedSignature<'h>, SignatureError> {
     let Some(inner) = &input.list else {
         return Err(SignatureError::Malformed(
             "Signature-Input member is not an inner list",
@@ -563,12 +583,16 @@ fn build(
         return Err(SignatureError::TooLarge("components"));
     }
     let (components, params) = signature_params(&inner.items, &inner.params)?;
-    reject_duplicates(&components)?;
-    // RFC 9421 §2.3 signature parameters.
+    reject_duplicates(&components, &params)?;
+    // RFC 9421 §2.3 signature parameters, borrowed from the field value unless they hold escapes.
     let (mut created, mut expires, mut nonce, mut tag, mut key_id) = (None, None, None, None, None);
     let bad = || SignatureError::Malformed("signature parameter type");
-    let string = |v: &BareItemFromInput<'_>| match v {
-        BareItemFromInput::String(s) => Ok(s.as_str().to_owned()),
+    let string = |v: &BareItemFromInput<'h>| match v {
+        BareItemFromInput::String(Cow::Borrowed(s)) => {
+            let s: &'h sfv::StringRef = s;
+            Ok(Cow::Borrowed(s.as_str()))
+        }
+        BareItemFromInput::String(Cow::Owned(s)) => Ok(Cow::Owned(s.as_str().to_owned())),
         _ => Err(bad()),
     };
     for (k, v) in inner.params.iter() {
@@ -589,7 +613,7 @@ fn build(
     }
     let key_id = key_id.ok_or(SignatureError::MissingParameter("keyid"))?;
     Ok(ParsedSignature {
-        label: input.label.as_str().to_owned(),
+        label: input.label.as_str(),
         components,
         params,
         key_id,

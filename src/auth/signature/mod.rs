@@ -18,6 +18,7 @@ mod base;
 pub mod digest;
 mod input;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -209,15 +210,18 @@ impl Default for SignaturePolicy {
 
 /// Parsed, policy-independent view of the selected signature; `key_id()` lets
 /// the caller look up the key before verifying. `Debug` omits the signature bytes.
+/// The label and the string parameters are borrowed from the header values
+/// (copied only when they hold escapes).
 #[derive(Clone)]
-pub struct ParsedSignature {
-    label: String,
+pub struct ParsedSignature<'h> {
+    label: &'h str,
+    /// Each component's identifier is a span of `params`.
     components: Vec<Component>,
     /// RFC 9421 §2.3: serialized `@signature-params` value.
     params: String,
-    key_id: String,
-    nonce: Option<String>,
-    tag: Option<String>,
+    key_id: Cow<'h, str>,
+    nonce: Option<Cow<'h, str>>,
+    tag: Option<Cow<'h, str>>,
     created: Option<i64>,
     expires: Option<i64>,
     signature: Vec<u8>,
@@ -225,7 +229,7 @@ pub struct ParsedSignature {
 
 // === impl ParsedSignature ===
 
-impl std::fmt::Debug for ParsedSignature {
+impl std::fmt::Debug for ParsedSignature<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParsedSignature")
             .field("label", &self.label)
@@ -235,7 +239,7 @@ impl std::fmt::Debug for ParsedSignature {
     }
 }
 
-impl ParsedSignature {
+impl<'h> ParsedSignature<'h> {
     /// The `keyid` parameter (the client id).
     pub fn key_id(&self) -> &str {
         &self.key_id
@@ -249,8 +253,8 @@ impl ParsedSignature {
         self.tag.as_deref()
     }
     /// The selected label.
-    pub fn label(&self) -> &str {
-        &self.label
+    pub fn label(&self) -> &'h str {
+        self.label
     }
     /// The raw signature bytes.
     pub fn signature(&self) -> &[u8] {
@@ -261,14 +265,18 @@ impl ParsedSignature {
     /// identifier starting with `"` (`"\"x\";key=\"a\""`) must match exactly.
     pub fn covers(&self, component: &str) -> bool {
         if component.starts_with('"') {
-            self.components.iter().any(|c| c.id == component)
+            self.components
+                .iter()
+                .any(|c| c.id(&self.params) == component)
         } else {
-            self.components.iter().any(|c| c.name() == component)
+            self.components
+                .iter()
+                .any(|c| c.name(&self.params) == component)
         }
     }
     /// The serialized covered component identifiers, in order.
     pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.components.iter().map(|c| c.id.as_str())
+        self.components.iter().map(|c| c.id(&self.params))
     }
     /// The `created` parameter (Unix seconds).
     pub fn created(&self) -> Option<i64> {
@@ -281,7 +289,8 @@ impl ParsedSignature {
     /// The whole `content-digest` field is covered (not just a `;key` member).
     fn covers_whole_content_digest(&self) -> bool {
         self.components.iter().any(|c| {
-            matches!(&c.kind, ComponentKind::Field { key: None, .. }) && c.name() == CONTENT_DIGEST
+            matches!(&c.kind, ComponentKind::Field { key: None, .. })
+                && c.name(&self.params) == CONTENT_DIGEST
         })
     }
 }
@@ -294,18 +303,27 @@ pub struct Verified {
 }
 
 /// Parse `Signature-Input` and `Signature` (RFC 9421 §4) and select one signature.
-pub fn parse(
-    headers: &http::HeaderMap,
+pub fn parse<'h>(
+    headers: &'h http::HeaderMap,
     policy: &SignaturePolicy,
-) -> Result<ParsedSignature, SignatureError> {
+) -> Result<ParsedSignature<'h>, SignatureError> {
     input::parse(headers, policy)
+}
+
+/// Largest signature-base buffer [`verify`] keeps for the thread's next request; a larger one is freed.
+const MAX_KEPT_BASE: usize = 16 * 1024;
+
+thread_local! {
+    /// The signature base of the request being verified: one buffer per thread, reused, instead of a fresh
+    /// allocation per request. It holds request data only (no secret).
+    static BASE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Policy checks (times, required coverage) then base construction then
 /// constant-time HMAC check (RFC 9421 §3.2).
 pub fn verify(
     req: &SignatureRequest<'_>,
-    sig: &ParsedSignature,
+    sig: &ParsedSignature<'_>,
     secret: &[u8],
     policy: &SignaturePolicy,
     now_unix: i64,
@@ -314,9 +332,18 @@ pub fn verify(
     if policy.require_coverage {
         check_coverage(req, sig)?;
     }
-    let base = base::signature_base(req, &sig.components, &sig.params)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
-    mac.update(base.as_bytes());
+    BASE.with_borrow_mut(|base| {
+        base.clear();
+        let written = base::write_signature_base(base, req, &sig.components, &sig.params);
+        if written.is_ok() {
+            mac.update(base.as_bytes());
+        }
+        if base.capacity() > MAX_KEPT_BASE {
+            *base = String::new();
+        }
+        written
+    })?;
     mac.verify_slice(&sig.signature)
         .map_err(|_| SignatureError::Mismatch)?;
     let content_digest = if sig.covers_whole_content_digest() {
@@ -331,7 +358,7 @@ pub fn verify(
 
 /// RFC 9421 §3.2.1 / §7.2.2: creation window and expiry.
 fn check_times(
-    sig: &ParsedSignature,
+    sig: &ParsedSignature<'_>,
     policy: &SignaturePolicy,
     now: i64,
 ) -> Result<(), SignatureError> {
@@ -349,7 +376,10 @@ fn check_times(
 }
 
 /// Product coverage rules (RFC 9421 §7.2.1: the verifier decides what must be signed).
-fn check_coverage(req: &SignatureRequest<'_>, sig: &ParsedSignature) -> Result<(), SignatureError> {
+fn check_coverage(
+    req: &SignatureRequest<'_>,
+    sig: &ParsedSignature<'_>,
+) -> Result<(), SignatureError> {
     if !sig.covers("@method") {
         return Err(SignatureError::MissingCoverage("@method"));
     }
@@ -408,7 +438,7 @@ pub fn sign(
         (sfv::key_ref("nonce"), string(nonce)?),
     ]);
     let (parsed, params) = input::signature_params(&items, &list_params)?;
-    input::reject_duplicates(&parsed)?;
+    input::reject_duplicates(&parsed, &params)?;
     let base = base::signature_base(req, &parsed, &params)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret)
         .map_err(|_| SignatureError::Malformed("hmac key"))?;
