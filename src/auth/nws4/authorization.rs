@@ -23,7 +23,7 @@ pub struct Nws4Credentials {
     /// The `Credential` parameter: the client id ("public key") used to look up the secret.
     pub client_id: String,
     /// `SignedHeaders` names, lower-cased, unique, in the order the client listed them.
-    pub signed_headers: Vec<String>,
+    pub signed_headers: SignedHeaders,
     /// The `Timestamp` parameter, verbatim, already checked to be `yyyy-MM-ddTHH:mm:ss.fffZ` (§7.5).
     pub timestamp: String,
     signature: [u8; 32],
@@ -61,7 +61,7 @@ impl Nws4Credentials {
         let client_id = parse_client_id(client_id)?;
         let signed_headers = form::decode_utf8(signed_headers)
             .ok_or(Nws4Error::Malformed("SignedHeaders is not UTF-8"))?;
-        let signed_headers = parse_signed_headers(&signed_headers)?;
+        let signed_headers = parse_signed_headers(signed_headers.into_owned())?;
         let timestamp = form::decode_utf8(timestamp)
             .ok_or(Nws4Error::BadTimestamp)?
             .into_owned();
@@ -78,6 +78,44 @@ impl Nws4Credentials {
     /// The 32 signature bytes; also the replay token when the scheme has no nonce (DESIGN.md §4).
     pub fn signature(&self) -> &[u8; 32] {
         &self.signature
+    }
+}
+
+/// The `SignedHeaders` names as one `;`-separated string (one allocation, not one per name), as
+/// [`Nws4Credentials::parse`] leaves them: lower-cased, unique tokens. Built otherwise, the names are whatever
+/// was given; verification checks them again.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedHeaders(String);
+
+// === impl SignedHeaders ===
+
+impl SignedHeaders {
+    /// The list of `names`, joined as given (a name holding `;` becomes two).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut list = String::new();
+        for name in names {
+            if !list.is_empty() {
+                list.push(';');
+            }
+            list.push_str(name);
+        }
+        Self(list)
+    }
+
+    /// The names, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.split(';')
+    }
+
+    /// Whether `name` is one of them (exactly: names are compared lower-cased).
+    pub fn contains(&self, name: &str) -> bool {
+        self.iter().any(|n| n == name)
+    }
+}
+
+impl fmt::Debug for SignedHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -150,36 +188,23 @@ fn parse_client_id(raw: &str) -> Result<String, Nws4Error> {
     }
 }
 
-/// `SignedHeaders`: `;`-separated header-name tokens, lower-cased; duplicates, including case variants,
-/// are rejected (§7.6) rather than silently merged as the reference does.
-pub(super) fn parse_signed_headers(raw: &str) -> Result<Vec<String>, Nws4Error> {
-    let mut names: Vec<String> = Vec::new();
-    for name in raw.split(';') {
-        if name.is_empty() || !name.bytes().all(is_tchar) {
-            return Err(Nws4Error::Malformed(
-                "SignedHeaders holds an invalid header name",
-            ));
-        }
-        // ASCII-only lower-casing (§7.11: no locale-dependent case mapping).
-        let name = name.to_ascii_lowercase();
-        if names.contains(&name) {
-            return Err(Nws4Error::Malformed("SignedHeaders repeats a header name"));
-        }
-        if names.len() == MAX_SIGNED_HEADERS {
-            return Err(Nws4Error::Malformed("SignedHeaders lists too many headers"));
-        }
-        names.push(name);
-    }
+/// `SignedHeaders` (decoded): `;`-separated header-name tokens, lower-cased in place (§7.11: ASCII only, no
+/// locale-dependent case mapping); duplicates, including case variants, are rejected (§7.6) rather than
+/// silently merged as the reference does.
+pub(super) fn parse_signed_headers(mut list: String) -> Result<SignedHeaders, Nws4Error> {
+    list.make_ascii_lowercase();
+    let names = SignedHeaders(list);
+    check_signed_headers(&names)?;
     Ok(names)
 }
 
-/// RFC 9110 §5.6.2 `tchar`.
-/// Re-check parsed names (the fields are public): lower-case tokens, unique, at most 64; no allocation.
-pub(super) fn check_signed_headers(names: &[String]) -> Result<(), Nws4Error> {
-    if names.len() > MAX_SIGNED_HEADERS {
-        return Err(Nws4Error::Malformed("SignedHeaders lists too many headers"));
-    }
+/// Check the names (again, for credentials not built by `parse`: the fields are public): lower-case tokens,
+/// unique, at most 64; no allocation.
+pub(super) fn check_signed_headers(names: &SignedHeaders) -> Result<(), Nws4Error> {
     for (i, name) in names.iter().enumerate() {
+        if i == MAX_SIGNED_HEADERS {
+            return Err(Nws4Error::Malformed("SignedHeaders lists too many headers"));
+        }
         let lower_token =
             !name.is_empty() && name.bytes().all(|b| is_tchar(b) && !b.is_ascii_uppercase());
         if !lower_token {
@@ -187,13 +212,14 @@ pub(super) fn check_signed_headers(names: &[String]) -> Result<(), Nws4Error> {
                 "SignedHeaders holds an invalid header name",
             ));
         }
-        if names[..i].contains(name) {
+        if names.iter().take(i).any(|seen| seen == name) {
             return Err(Nws4Error::Malformed("SignedHeaders repeats a header name"));
         }
     }
     Ok(())
 }
 
+/// RFC 9110 §5.6.2 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
@@ -228,10 +254,31 @@ pub(super) fn parse_timestamp(ts: &str) -> Result<DateTime<Utc>, Nws4Error> {
 
 /// The signature must be exactly 64 lower-case hex characters: the reference compares lower-case hex
 /// text, so upper case never verifies there either (§5.7, §7.12).
+/// One pass, each pair of digits decoded where it is checked (the `hex` crate, after a check of its own, spent
+/// as much as the HMAC's last block on these 64 characters).
 fn parse_signature(raw: &str) -> Result<[u8; 32], Nws4Error> {
-    let lower_hex = raw.len() == 64 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    fn lower_hex_digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
+    }
     let mut out = [0u8; 32];
-    if lower_hex && hex::decode_to_slice(raw, &mut out).is_ok() {
+    let decoded = raw.len() == 64
+        && out
+            .iter_mut()
+            .zip(raw.as_bytes().chunks_exact(2))
+            .all(
+                |(byte, pair)| match (lower_hex_digit(pair[0]), lower_hex_digit(pair[1])) {
+                    (Some(high), Some(low)) => {
+                        *byte = high << 4 | low;
+                        true
+                    }
+                    _ => false,
+                },
+            );
+    if decoded {
         Ok(out)
     } else {
         Err(Nws4Error::Malformed(

@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
 
-pub use authorization::Nws4Credentials;
+pub use authorization::{Nws4Credentials, SignedHeaders};
 pub use canonical::{
     canonical_path, canonical_query, canonical_request, fold_header_value, signature, signing_key,
     string_to_sign,
@@ -164,13 +164,13 @@ pub fn verify_with_signing_key(
     }
 
     let mut signed: smallvec::SmallVec<[(&str, Cow<'_, str>); 8]> = smallvec::SmallVec::new();
-    for name in &creds.signed_headers {
+    for name in creds.signed_headers.iter() {
         let value = if name == "host" {
             canonical::folded(req.host)
         } else {
             joined_header_value(req.headers, name)?
         };
-        signed.push((name.as_str(), value));
+        signed.push((name, value));
     }
     let value_of = |wanted: &str| {
         signed

@@ -8,7 +8,7 @@ const UPPER: &str = "NWS4-HMAC-SHA256 Credential%3Dd948ec22e47790caacce234b792a0
 fn expect_v1(creds: &Nws4Credentials) {
     assert_eq!(creds.client_id, "d948ec22e47790caacce234b792a0f117d85c365");
     assert_eq!(
-        creds.signed_headers,
+        creds.signed_headers.iter().collect::<Vec<_>>(),
         [
             "accept",
             "content-type",
@@ -117,6 +117,21 @@ fn rejects_malformed_parameters() {
             "{value:?} gave {err:?}"
         );
     }
+}
+
+#[test]
+fn signed_headers_hold_at_most_64_names() {
+    // The list has 4 names after `accept`: 60 more make 64, 61 make 65.
+    let with_extra = |n: usize| {
+        let extra: String = (0..n).map(|i| format!("h{i}%253B")).collect();
+        UPPER.replace("accept%253B", &extra)
+    };
+    let creds = Nws4Credentials::parse(&with_extra(60)).unwrap();
+    assert_eq!(creds.signed_headers.iter().count(), 64);
+    assert_eq!(
+        Nws4Credentials::parse(&with_extra(61)),
+        Err(Nws4Error::Malformed("SignedHeaders lists too many headers"))
+    );
 }
 
 #[test]
