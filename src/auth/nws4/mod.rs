@@ -151,20 +151,21 @@ pub fn verify_with_signing_key(
     now: DateTime<Utc>,
     skew: std::time::Duration,
 ) -> Result<Nws4Verified, Nws4Error> {
+    let names = creds.signed_headers.split();
     for required in REQUIRED_SIGNED_HEADERS {
-        if !creds.signed_headers.iter().any(|n| n == required) {
+        if !names.contains(&required) {
             return Err(Nws4Error::MissingRequiredSignedHeader(required));
         }
     }
     // The fields are public, so re-check what `parse` guaranteed before trusting them.
     let signed_at = authorization::parse_timestamp(&creds.timestamp)?;
-    authorization::check_signed_headers(&creds.signed_headers)?;
+    authorization::check_signed_headers(&names)?;
     if is_chunked_encoding(req.headers) {
         return Err(Nws4Error::ChunkedUnsupported);
     }
 
     let mut signed: smallvec::SmallVec<[(&str, Cow<'_, str>); 8]> = smallvec::SmallVec::new();
-    for name in creds.signed_headers.iter() {
+    for &name in &names {
         let value = if name == "host" {
             canonical::folded(req.host)
         } else {
