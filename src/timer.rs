@@ -65,9 +65,15 @@ impl SleepPool {
 
     /// `future`, failing with [`Elapsed`] if it has not completed within `limit`.
     pub fn timeout<F: Future>(&self, limit: Duration, future: F) -> Timeout<F> {
+        self.timeout_at(Instant::now() + limit, future)
+    }
+
+    /// `future`, failing with [`Elapsed`] if it has not completed by `deadline` (for a caller that has just
+    /// read the clock for its own purposes: one read fewer).
+    pub fn timeout_at<F: Future>(&self, deadline: Instant, future: F) -> Timeout<F> {
         Timeout {
             future,
-            sleep: self.sleep_until(Instant::now() + limit),
+            sleep: self.sleep_until(deadline),
         }
     }
 

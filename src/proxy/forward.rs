@@ -147,11 +147,13 @@ impl Upstream {
 
     /// Send a proxied request (to this upstream's authority): a timeout is a 504, any other failure a 502.
     /// Not an `async fn`, so the future holds the request only once (inside the pool's or the client's own).
-    /// The fields Keyward adds go with it (see [`AddedFields`]).
+    /// The fields Keyward adds go with it (see [`AddedFields`]). The response timeout runs from `sent`, the
+    /// caller's clock reading as it sends.
     pub fn send(
         &self,
         mut req: Request<ProxyBody>,
         added: Option<AddedFields<'_>>,
+        sent: std::time::Instant,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + '_ {
         let pooled = self.pool.as_ref().filter(|_| {
             req.uri().authority().is_none() || req.uri().authority() == self.base.authority()
@@ -161,7 +163,10 @@ impl Upstream {
         let exchange = match pooled {
             Some(pool) => Either::Left(
                 self.sleeps
-                    .timeout(self.timeout, pool.send(req, added))
+                    .timeout_at(
+                        tokio::time::Instant::from_std(sent) + self.timeout,
+                        pool.send(req, added),
+                    )
                     .map(|outcome| match outcome {
                         Err(_) | Ok(Err(PoolError::ConnectTimeout)) => Err(ExchangeError::Timeout),
                         Ok(Ok(resp)) => Ok(resp),

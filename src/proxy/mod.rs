@@ -260,7 +260,9 @@ fn pipeline<'s>(
             };
             *upstream_req.version_mut() = http::Version::HTTP_11;
             let client = registered.as_ref().map_or(&state.upstream, |e| &e.client);
-            (client.send(upstream_req, added), used, Instant::now())
+            // One clock read: the upstream duration's start is the response timeout's too.
+            let sent = Instant::now();
+            (client.send(upstream_req, added, sent), used, sent)
         };
         let mut response = exchange.await?;
         if let (Some(entry), Some(token)) = (&registered, &used) {
