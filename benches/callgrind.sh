@@ -32,19 +32,12 @@ cleanup() {
 trap cleanup EXIT
 
 keyward_release callgrind.sh
-mkdir -p "$WORK/run" "$WORK/logs"
-chmod 755 "$WORK"
-sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$UP#g" "$HARNESS_DIR/conf/nginx-upstream.conf.in" >"$WORK/upstream.conf"
-taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK"
+bench_upstream_start "$UP"
 
 keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
 # wrk runs 8 s (a few thousand requests a second under valgrind): sign more than it can send, since a replayed
 # signature is refused.
-SIGNED=$((N * 5 / 4 > 40000 ? N * 5 / 4 : 40000))
-for scheme in rfc9421 nws4; do
-  "$BIN" sign --scheme "$scheme" --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$SIGNED" \
-    "http://127.0.0.1:$PORT/" >"$WORK/$scheme.tsv"
-done
+bench_sign $((N * 5 / 4 > 40000 ? N * 5 / 4 : 40000))
 
 # Start Keyward under callgrind with instrumentation off; wait until it answers.
 start() {

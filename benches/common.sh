@@ -39,3 +39,22 @@ keyward_bench_store() {
   export KEYWARD_CONFIG=$WORK/kw.toml
   "$BIN" keys import "$WORK/keys/keys.tsv" >&2
 }
+
+# bench_upstream_start PORT: the harness's nginx upstream on 127.0.0.1:PORT, pinned to core 1, its files in $WORK
+# (stop it with `nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop`).
+bench_upstream_start() {
+  mkdir -p "$WORK/run" "$WORK/logs"
+  chmod 755 "$WORK"
+  sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$1#g" "$HARNESS_DIR/conf/nginx-upstream.conf.in" >"$WORK/upstream.conf"
+  taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK"
+}
+
+# bench_sign COUNT: $WORK/rfc9421.tsv and $WORK/nws4.tsv, COUNT distinct signed GETs of http://127.0.0.1:$PORT/ each,
+# one request's headers per line (the harness's bench.lua format), with the key from keyward_bench_store.
+bench_sign() {
+  local scheme
+  for scheme in rfc9421 nws4; do
+    "$BIN" sign --scheme "$scheme" --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$1" \
+      "http://127.0.0.1:$PORT/" >"$WORK/$scheme.tsv"
+  done
+}
