@@ -4,15 +4,19 @@
 //! A signed timestamp may lie up to `window` in the future or the past (NWS4.md §5.8), so a token must be
 //! remembered for `2 × window` after it is first seen.
 //!
-//! Layout: [`SHARDS`] independent `Mutex<Shard>`s, picked by the token digest. Each shard holds a map from
-//! the first 128 bits of `sha256(salt ‖ key_id ‖ 0 ‖ token)` to expiry, plus a FIFO of `(digest, expiry)` in
-//! insertion order. The salt is random per process, so no client can choose tokens whose digests collide in
-//! the map: the digest's own bits are its hash (no second hash per lookup), and 128 bits keep an accidental
-//! collision out of reach (about 2^-128 per pair). Expiry is
-//! `now + lifetime` with one lifetime for all entries, so the FIFO is (nearly) sorted by expiry and purging
-//! pops from its front: amortised O(1) per insert, never a scan. A global counter bounds the entries.
+//! Layout: [`SHARDS`] independent `Mutex<Shard>`s, picked by the token digest. Each shard holds the set of
+//! the first 128 bits of `sha256(salt ‖ key_id ‖ 0 ‖ token)`, plus a FIFO of `(digest, expiry)` in insertion
+//! order; the expiry is kept once, in the FIFO (16 bytes a slot in the set, where a map to the expiry took
+//! 32). The salt is random per process, so no client can choose tokens whose digests collide in the set: the
+//! digest's own bits are its hash (no second hash per lookup), and 128 bits keep an accidental collision out
+//! of reach (about 2^-128 per pair). Expiry is `now + lifetime` with one lifetime for all entries, so the FIFO
+//! is (nearly) sorted by expiry and purging pops from its front, removing each popped digest from the set:
+//! amortised O(1) per insert, never a scan. A digest is in the set at most once and in the FIFO once. A token
+//! still in the set is `Seen` even if its expiry has passed unpopped (`now` read out of order across
+//! threads): refusing the same token again is always safe, and a signed token two windows old is outside its
+//! window anyway. A global counter bounds the entries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -49,7 +53,7 @@ type TokenDigest = u128;
 
 #[derive(Default)]
 struct Shard {
-    expiry: HashMap<TokenDigest, Instant, BuildHasherDefault<DigestHasher>>,
+    seen: HashSet<TokenDigest, BuildHasherDefault<DigestHasher>>,
     order: VecDeque<(TokenDigest, Instant)>,
 }
 
@@ -79,7 +83,7 @@ impl ReplayCache {
             // Unrepresentable expiry: refuse rather than remember the token for less than its window.
             return Err(Replay::Full);
         };
-        // The low bits pick the map slot; the top byte picks the shard.
+        // The low bits pick the set slot; the top byte picks the shard.
         let shard = &self.shards[usize::from((digest >> 120) as u8) % SHARDS];
         match self.try_insert(&mut lock(shard), digest, now, expires) {
             Err(Replay::Full) => {}
@@ -118,27 +122,23 @@ impl ReplayCache {
         expires: Instant,
     ) -> Result<(), Replay> {
         self.purge_shard(shard, now);
-        match shard.expiry.get_mut(&digest) {
-            Some(at) if *at > now => return Err(Replay::Seen),
-            // Expired but not yet popped (out-of-order `now` across threads): reuse its slot and count.
-            Some(at) => *at = expires,
-            None => {
-                let reserved = self
-                    .len
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < self.max_entries).then_some(n + 1)
-                    });
-                if reserved.is_err() {
-                    return Err(Replay::Full);
-                }
-                shard.expiry.insert(digest, expires);
-            }
+        if shard.seen.contains(&digest) {
+            return Err(Replay::Seen);
         }
+        let reserved = self
+            .len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_entries).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(Replay::Full);
+        }
+        shard.seen.insert(digest);
         shard.order.push_back((digest, expires));
         Ok(())
     }
 
-    /// Pops the shard's expired FIFO front; a record is stale if the map holds a later expiry for it.
+    /// Pops the shard's expired FIFO front and forgets those digests.
     fn purge_shard(&self, shard: &mut Shard, now: Instant) -> usize {
         let mut removed = 0;
         while let Some(&(digest, expires)) = shard.order.front() {
@@ -146,8 +146,7 @@ impl ReplayCache {
                 break;
             }
             shard.order.pop_front();
-            if shard.expiry.get(&digest).is_some_and(|at| *at <= now) {
-                shard.expiry.remove(&digest);
+            if shard.seen.remove(&digest) {
                 removed += 1;
             }
         }
@@ -175,8 +174,8 @@ impl Shard {
     /// Gives memory back after a burst: keep capacity within 4× the live size (bounded memory).
     fn shrink_if_sparse(&mut self) {
         const MIN_CAPACITY: usize = 64;
-        if self.expiry.capacity() > MIN_CAPACITY && self.expiry.len() * 4 < self.expiry.capacity() {
-            self.expiry.shrink_to(self.expiry.len() * 2);
+        if self.seen.capacity() > MIN_CAPACITY && self.seen.len() * 4 < self.seen.capacity() {
+            self.seen.shrink_to(self.seen.len() * 2);
         }
         if self.order.capacity() > MIN_CAPACITY && self.order.len() * 4 < self.order.capacity() {
             self.order.shrink_to(self.order.len() * 2);
@@ -198,7 +197,7 @@ fn token_digest(salt: &[u8; 16], key_id: &str, token: &[u8]) -> TokenDigest {
     u128::from_le_bytes(first)
 }
 
-/// The map's hasher: a digest of secret-salted SHA-256 is already uniform, so its low 64 bits are the hash.
+/// The set's hasher: a digest of secret-salted SHA-256 is already uniform, so its low 64 bits are the hash.
 #[derive(Default)]
 struct DigestHasher(u64);
 
@@ -275,6 +274,36 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_token_not_yet_purged_is_still_seen_then_forgotten() {
+        let cache = ReplayCache::new(WINDOW, 100);
+        let shard_of =
+            |token: &[u8]| (token_digest(&cache.salt, "k", token) >> 120) as usize % SHARDS;
+        // Two tokens in one shard, inserted with `now` out of order (as threads may read it): the later one
+        // sits at the FIFO's front, so the earlier one's expiry passes before it can be popped.
+        let first = b"first".to_vec();
+        let second = (0u32..)
+            .map(|i| i.to_be_bytes().to_vec())
+            .find(|t| shard_of(t) == shard_of(&first))
+            .expect("some token shares the shard");
+        let now = Instant::now();
+        let later = now + Duration::from_secs(10);
+        assert_eq!(cache.check_and_insert("k", &first, later), Ok(()));
+        assert_eq!(cache.check_and_insert("k", &second, now), Ok(()));
+        let between = now + 2 * WINDOW;
+        assert_eq!(
+            cache.check_and_insert("k", &second, between),
+            Err(Replay::Seen)
+        );
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.purge_expired(later + 2 * WINDOW), 2);
+        assert!(cache.is_empty());
+        assert_eq!(
+            cache.check_and_insert("k", &second, later + 2 * WINDOW),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn full_when_bounded_and_nothing_unexpired_is_evicted() {
         let cache = ReplayCache::new(WINDOW, 10);
         let now = Instant::now();
@@ -324,7 +353,7 @@ mod tests {
             .iter()
             .map(|s| {
                 let s = lock(s);
-                s.expiry.len() + s.order.len()
+                s.seen.len() + s.order.len()
             })
             .sum();
         assert!(total <= 600, "shards hold {total} records");
