@@ -20,14 +20,8 @@ WORK=$(mktemp -d /tmp/keyward-allocs.XXXXXX)
 PORT=${KEYWARD_BENCH_PORT:-18400}
 UP=$((PORT + 10))
 LIBC=${KEYWARD_BENCH_LIBC:-$(ldconfig -p | awk '/libc\.so\.6 .*x86-64/ { print $NF; exit }')}
-for tool in perf nginx oha wrk; do
-  command -v "$tool" >/dev/null || { echo "allocs.sh: $tool is not installed" >&2; exit 1; }
-done
-cleanup() {
-  [[ -n "${KW_PID:-}" ]] && kill "$KW_PID" 2>/dev/null || true
-  nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop 2>/dev/null || true
-}
-trap cleanup EXIT
+bench_require allocs.sh perf nginx oha wrk
+trap 'bench_cleanup "${KW_PID:-}"' EXIT
 
 # The probes stay defined after the run (`perf probe -d 'probe_libc:*'` removes them).
 probes=$(perf probe -l 2>/dev/null || true)

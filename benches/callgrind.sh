@@ -22,14 +22,8 @@ N=${1:-20000}
 WORK=$(mktemp -d /tmp/keyward-callgrind.XXXXXX)
 PORT=${KEYWARD_BENCH_PORT:-18300}
 UP=$((PORT + 10))
-for tool in valgrind callgrind_control nginx oha wrk; do
-  command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is not installed" >&2; exit 1; }
-done
-cleanup() {
-  [[ -n "${VG_PID:-}" ]] && kill "$VG_PID" 2>/dev/null || true
-  nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop 2>/dev/null || true
-}
-trap cleanup EXIT
+bench_require callgrind.sh valgrind callgrind_control nginx oha wrk
+trap 'bench_cleanup "${VG_PID:-}"' EXIT
 
 keyward_release callgrind.sh
 bench_upstream_start "$UP"

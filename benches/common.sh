@@ -40,8 +40,23 @@ keyward_bench_store() {
   "$BIN" keys import "$WORK/keys/keys.tsv" >&2
 }
 
+# bench_require NAME TOOL...: exit, saying so for NAME (the script), unless every TOOL is installed.
+bench_require() {
+  local name=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$name: $tool is not installed" >&2; exit 1; }
+  done
+}
+
+# bench_cleanup PID: on exit, stop the Keyward process PID names (if set) and the upstream of bench_upstream_start.
+bench_cleanup() {
+  [[ -n "${1:-}" ]] && kill "$1" 2>/dev/null || true
+  nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop 2>/dev/null || true
+}
+
 # bench_upstream_start PORT: the harness's nginx upstream on 127.0.0.1:PORT, pinned to core 1, its files in $WORK
-# (stop it with `nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop`).
+# (stopped by bench_cleanup).
 bench_upstream_start() {
   mkdir -p "$WORK/run" "$WORK/logs"
   chmod 755 "$WORK"
