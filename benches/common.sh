@@ -4,11 +4,18 @@
 # The shared load harness (../shared/bench beside the project), or BENCH_HARNESS_DIR.
 HARNESS_DIR=${BENCH_HARNESS_DIR:-$PWD/../shared/bench}
 
-# keyward_release NAME: build Keyward in release mode (NAME says who asks) and set BIN to the binary.
+# keyward_release NAME: build Keyward in release mode (NAME says who asks) and set BIN to the binary. With
+# KEYWARD_BENCH_PGO=1, the profile-guided build of scripts/pgo-build.sh (the one the Docker image ships).
 keyward_release() {
-  echo "$1: building keyward (release)" >&2
-  cargo build --release --locked --bin keyward >&2
-  BIN=$PWD/target/release/keyward
+  if [[ "${KEYWARD_BENCH_PGO:-0}" == 1 ]]; then
+    echo "$1: building keyward (release, profile-guided: scripts/pgo-build.sh)" >&2
+    bash scripts/pgo-build.sh
+    BIN=$PWD/target/pgo/release/keyward
+  else
+    echo "$1: building keyward (release)" >&2
+    cargo build --release --locked --bin keyward >&2
+    BIN=$PWD/target/release/keyward
+  fi
 }
 #
 # keyward_bench_config FILE PORT STORE [UPSTREAM_URL] writes a config with the proxy on 127.0.0.1:PORT, the admin

@@ -14,7 +14,9 @@
 #   nginx-plain-hfile  nginx-plain driven through the same per-request-headers path as the signed targets,
 #                      so their req/s compare like with like (its CPU column is not meaningful: the harness
 #                      accounts extra targets to the Keyward process)
-# Usage: benches/load.sh [--keys N] [harness options...]   e.g. benches/load.sh --rate 20000
+# Usage: benches/load.sh [--keys N] [--pgo] [harness options...]   e.g. benches/load.sh --pgo --rate 20000
+#   --pgo  measure the profile-guided build (scripts/pgo-build.sh; what the Docker image ships) instead of the
+#          plain `cargo build --release`; the result files say which build ran.
 # Results: the harness prints the table and writes it under $BENCH_RESULTS (default bench-results/); each table
 # gets the proxy process's own CPU per request appended (benches/process_cpu.py), which at a fixed rate below
 # saturation is steadier than the harness's core-busy column.
@@ -30,11 +32,19 @@ args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --keys) KEYS=$2; shift 2 ;;
+    --pgo) export KEYWARD_BENCH_PGO=1; shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
 
 keyward_release load.sh
+build_note() {
+  if [[ "${KEYWARD_BENCH_PGO:-0}" == 1 ]]; then
+    printf '\nKeyward build: profile-guided (scripts/pgo-build.sh), commit %s\n' "$(git rev-parse --short HEAD)"
+  else
+    printf '\nKeyward build: plain release (cargo build --release), commit %s\n' "$(git rev-parse --short HEAD)"
+  fi
+}
 
 export BENCH_WORK=${BENCH_WORK:-$(mktemp -d /tmp/keyward-bench.XXXXXX)}
 export BENCH_RESULTS=${BENCH_RESULTS:-$ROOT/bench-results}
@@ -73,6 +83,7 @@ latest_raw() { ls -t "$BENCH_RESULTS"/*[0-9].raw | head -1; }
 # The process's own CPU per request next to the harness's core-busy column (see benches/process_cpu.py).
 raw=$(latest_raw)
 python3 benches/process_cpu.py "$raw" | tee -a "${raw%.raw}.md"
+build_note | tee -a "${raw%.raw}.md"
 
 RUNS=${KEYWARD_BENCH_SIGNED_RUNS:-3}
 MERGED="$BENCH_RESULTS/$(date +%Y%m%d-%H%M%S)-signed"
@@ -94,4 +105,5 @@ for run in $(seq "$RUNS"); do
 done
 python3 "$HARNESS_DIR/lib/summarize.py" "$MERGED.raw" | tee "$MERGED.md"
 python3 benches/process_cpu.py "$MERGED.raw" | tee -a "$MERGED.md"
+build_note | tee -a "$MERGED.md"
 echo "load.sh: signed table of $RUNS runs: $MERGED.md" >&2
