@@ -3,7 +3,8 @@
 #   1. build an instrumented binary (-Cprofile-generate) in target/pgo-gen;
 #   2. train it on loopback: `keyward echo` as the upstream; wrk sends bearer GETs, then RFC 9421 and NWS4
 #      signed GETs (a fresh signature per request, replay protection on), each phase bounded in time
-#      (PGO_TRAIN_SECONDS, default 4) and the signed ones in signatures (PGO_TRAIN_SIGNED, default 200 000);
+#      (PGO_TRAIN_SECONDS, default 4) and the signed ones in signatures (PGO_TRAIN_SIGNED, default 200 000),
+#      to the proxy pinned to one CPU (tokio's current-thread runtime) and then unpinned (one worker per CPU);
 #      then 100 refused GETs and 60 signed 1 KiB POSTs, few as in production;
 #   3. merge the profile with llvm-profdata (rustup's llvm-tools, added if missing, or llvm-profdata-<LLVM major>
 #      from the system) and build again with -Cprofile-use into target/pgo.
@@ -92,25 +93,46 @@ export KEYWARD_CONFIG=$WORK/kw.toml
 echo "pgo-build.sh: 2/3 training on 127.0.0.1:$PORT ($SECONDS_PER_PHASE s per phase)" >&2
 "$GEN" echo --listen "127.0.0.1:$UP" 2>"$WORK/echo.log" &
 ECHO_PID=$!
-LLVM_PROFILE_FILE=$PROFILES/train/keyward-%p.profraw "$GEN" serve 2>"$WORK/serve.log" &
-SERVE_PID=$!
-for _ in $(seq 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$PORT/" && curl -s -o /dev/null "http://127.0.0.1:$UP/" && break
-  sleep 0.1
-done
 for scheme in rfc9421 nws4; do
   "$GEN" sign --scheme "$scheme" --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$SIGNED" \
     "http://127.0.0.1:$PORT/orders" >"$WORK/$scheme.tsv"
 done
+start_serve() { # [PREFIX...]: the instrumented proxy, its profile kept; waits until it answers
+  LLVM_PROFILE_FILE=$PROFILES/train/keyward-%p.profraw "$@" "$GEN" serve 2>>"$WORK/serve.log" &
+  SERVE_PID=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && curl -s -o /dev/null "http://127.0.0.1:$UP/" && return 0
+    sleep 0.1
+  done
+  echo "pgo-build.sh: the proxy did not come up (see $WORK/serve.log)" >&2
+  exit 1
+}
+stop_serve() { # a graceful stop writes the profile
+  kill -TERM "$SERVE_PID"
+  wait "$SERVE_PID" || true
+  SERVE_PID=""
+}
 load() { # NAME WRK-ARGS...: one bounded phase; prints its request count
   local name=$1 out
   shift
   out=$(wrk -t1 -c32 -d"${SECONDS_PER_PHASE}s" "$@" "http://127.0.0.1:$PORT/orders")
   echo "pgo-build.sh:   $name: $(echo "$out" | awk '/requests in/ { print $1 }') requests" >&2
 }
-load bearer -H "Authorization: Bearer $TOKEN"
-PGO_HEADERS_FILE=$WORK/rfc9421.tsv load rfc9421 -s scripts/pgo-train.lua
-PGO_HEADERS_FILE=$WORK/nws4.tsv load nws4 -s scripts/pgo-train.lua
+gets() { # the GET phases; each proxy process has its own replay window, so the signed files serve each once
+  load "bearer$1" -H "Authorization: Bearer $TOKEN"
+  PGO_HEADERS_FILE=$WORK/rfc9421.tsv load "rfc9421$1" -s scripts/pgo-train.lua
+  PGO_HEADERS_FILE=$WORK/nws4.tsv load "nws4$1" -s scripts/pgo-train.lua
+}
+
+# On one CPU (an affinity mask or a cgroup limit of one) Keyward runs tokio's current-thread runtime, with more
+# the multi-thread one: train both where both can run.
+if command -v taskset >/dev/null && [[ $(nproc) -gt 1 ]]; then
+  start_serve taskset -c 0
+  gets " (one CPU)"
+  stop_serve
+fi
+start_serve
+gets ""
 # Refusals and POSTs are few, as in production: they should not weigh like the GETs.
 wrong=$(printf 'pgo-key-000:wrong' | base64 -w0)
 for _ in $(seq 100); do
@@ -125,9 +147,7 @@ for scheme in rfc9421 nws4 bearer; do
   done
 done
 echo "pgo-build.sh:   100 refused GETs, $posted of 60 signed POSTs answered 200" >&2
-kill -TERM "$SERVE_PID"
-wait "$SERVE_PID" || true
-SERVE_PID=""
+stop_serve
 ls "$PROFILES"/train/*.profraw >/dev/null 2>&1 || { echo "pgo-build.sh: the proxy wrote no profile" >&2; exit 1; }
 "$PROFDATA" merge -o "$PROFILES/keyward.profdata" "$PROFILES"/train/*.profraw
 
