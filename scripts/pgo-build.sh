@@ -45,6 +45,8 @@ echo "pgo-build.sh: 1/3 instrumented build (target/pgo-gen)" >&2
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES/build" \
   cargo build --release --locked --bin keyward --target-dir target/pgo-gen >&2
 GEN=$ROOT/target/pgo-gen/release/keyward
+# Build scripts compiled with the instrumentation write profiles as they run: not ours to merge.
+rm -rf "$PROFILES/build"
 
 WORK=$(mktemp -d /tmp/keyward-pgo.XXXXXX)
 SERVE_PID="" ECHO_PID=""
