@@ -17,9 +17,9 @@ ROOT=$PWD
 SECONDS_PER_PHASE=${PGO_TRAIN_SECONDS:-4}
 SIGNED=${PGO_TRAIN_SIGNED:-200000}
 PROFILES=$ROOT/target/pgo-profiles
-for tool in wrk curl; do
-  command -v "$tool" >/dev/null || { echo "pgo-build.sh: $tool is not installed" >&2; exit 1; }
-done
+# shellcheck source=benches/common.sh
+source benches/common.sh
+bench_require pgo-build.sh wrk curl
 
 # llvm-profdata must read the profiles of rustc's own LLVM.
 profdata() {
@@ -72,33 +72,17 @@ export LLVM_PROFILE_FILE=$WORK/discard/%p.profraw
 read -r CLIENT_ID SECRET < <(awk -F'\t' 'NR == 101 { print $1, $2 }' "$WORK/keys.tsv")
 TOKEN=$(printf '%s:%s' "$CLIENT_ID" "$SECRET" | base64 -w0)
 
-PORT=${PGO_PORT:-18400}
+PORT=${PGO_PORT:-18500}
 UP=$((PORT + 10))
-cat >"$WORK/kw.toml" <<EOF
-[proxy]
-listen = "127.0.0.1:$PORT"
-[admin]
-listen = "127.0.0.1:$((PORT + 1))"
-[store]
-path = "$WORK/keyward.db"
-[upstream]
-url = "http://127.0.0.1:$UP"
-[auth]
-clock_skew = "900s"
-[log]
-level = "warn"
-access_log = false
-EOF
+keyward_bench_config "$WORK/kw.toml" "$PORT" "$WORK/keyward.db" "http://127.0.0.1:$UP"
 export KEYWARD_CONFIG=$WORK/kw.toml
 "$GEN" keys import "$WORK/keys.tsv" >&2
 
 echo "pgo-build.sh: 2/3 training on 127.0.0.1:$PORT ($SECONDS_PER_PHASE s per phase)" >&2
 "$GEN" echo --listen "127.0.0.1:$UP" 2>"$WORK/echo.log" &
 ECHO_PID=$!
-for scheme in rfc9421 nws4; do
-  "$GEN" sign --scheme "$scheme" --key-id "$CLIENT_ID" --secret "$SECRET" --print-headers --count "$SIGNED" \
-    "http://127.0.0.1:$PORT/orders" >"$WORK/$scheme.tsv"
-done
+BIN=$GEN
+bench_sign "$SIGNED"
 start_serve() { # [PREFIX...]: the instrumented proxy, its profile kept; waits until it answers
   LLVM_PROFILE_FILE=$PROFILES/train/keyward-%p.profraw "$@" "$GEN" serve 2>>"$WORK/serve.log" &
   SERVE_PID=$!
@@ -117,7 +101,7 @@ stop_serve() { # a graceful stop writes the profile
 load() { # NAME WRK-ARGS...: one bounded phase; prints its request count
   local name=$1 out
   shift
-  out=$(wrk -t1 -c32 -d"${SECONDS_PER_PHASE}s" "$@" "http://127.0.0.1:$PORT/orders")
+  out=$(wrk -t1 -c32 -d"${SECONDS_PER_PHASE}s" "$@" "http://127.0.0.1:$PORT/")
   echo "pgo-build.sh:   $name: $(echo "$out" | awk '/requests in/ { print $1 }') requests" >&2
 }
 gets() { # the GET phases; each proxy process has its own replay window, so the signed files serve each once
@@ -138,14 +122,14 @@ gets ""
 # Refusals and POSTs are few, as in production: they should not weigh like the GETs.
 wrong=$(printf 'pgo-key-000:wrong' | base64 -w0)
 for _ in $(seq 100); do
-  curl -s -o /dev/null -H "Authorization: Bearer $wrong" "http://127.0.0.1:$PORT/orders"
+  curl -s -o /dev/null -H "Authorization: Bearer $wrong" "http://127.0.0.1:$PORT/"
 done
 head -c 1024 /dev/zero | tr '\0' 'k' >"$WORK/body"
 posted=0
 for scheme in rfc9421 nws4 bearer; do
   for _ in $(seq 20); do
     "$GEN" sign --scheme "$scheme" --key-id "$CLIENT_ID" --secret "$SECRET" -X POST -d "@$WORK/body" \
-      "http://127.0.0.1:$PORT/orders" 2>&1 >/dev/null | grep -q '^HTTP 200' && posted=$((posted + 1))
+      "http://127.0.0.1:$PORT/" 2>&1 >/dev/null | grep -q '^HTTP 200' && posted=$((posted + 1))
   done
 done
 echo "pgo-build.sh:   100 refused GETs, $posted of 60 signed POSTs answered 200" >&2
