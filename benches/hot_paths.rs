@@ -142,7 +142,7 @@ fn hmac_verify(c: &mut Criterion) {
                 let v = nws4::verify_with_signing_key(
                     &req,
                     &creds,
-                    &day_keys.signing_key(&secret, &creds.timestamp),
+                    &day_keys.signing_key(&secret, creds.timestamp()),
                     Utc::now(),
                     std::time::Duration::from_secs(300),
                 )

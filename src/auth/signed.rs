@@ -40,7 +40,7 @@ pub fn nws4(
 ) -> Result<Authenticated, AuthFailure> {
     auth.require_enabled(Scheme::Nws4)?;
     let creds = Nws4Credentials::parse_params(params).map_err(|e| nws4_failure(&e))?;
-    let entry = auth.cache().by_client_id(&creds.client_id);
+    let entry = auth.cache().by_client_id(creds.client_id());
     let nreq = Nws4Request {
         method: req.method,
         path: req.uri.path(),
@@ -51,7 +51,7 @@ pub fn nws4(
     let mut result = Err(Nws4Error::SignatureMismatch);
     match &entry {
         Some(e) => {
-            for key in e.nws4_signing_keys(&creds.timestamp, now) {
+            for key in e.nws4_signing_keys(creds.timestamp(), now) {
                 result = nws4::verify_with_signing_key(&nreq, &creds, &key, now, auth.clock_skew);
                 if !matches!(result, Err(Nws4Error::SignatureMismatch)) {
                     break;
@@ -61,7 +61,7 @@ pub fn nws4(
         None => {
             // The dummy's signing key is kept for the day too, so an unknown key costs what a known one does.
             let key = super::DUMMY_SECRET.with(|s| {
-                super::DUMMY_DAY_KEYS.with(|days| days.signing_key(s.expose(), &creds.timestamp))
+                super::DUMMY_DAY_KEYS.with(|days| days.signing_key(s.expose(), creds.timestamp()))
             });
             result = nws4::verify_with_signing_key(&nreq, &creds, &key, now, auth.clock_skew)
                 .and(Err(Nws4Error::SignatureMismatch));

@@ -18,15 +18,19 @@ const MAX_CLIENT_ID_LEN: usize = 256;
 /// Parsed `Authorization: NWS4-HMAC-SHA256 ...` parameters (accepts every escaping style of NWS4.md §1.4:
 /// upper/lower-case hex, C# and PHP, and the raw unencoded form).
 ///
+/// Only [`Nws4Credentials::parse`] builds one and the fields are private, so what it checked (the client id's
+/// characters, the header names, the timestamp's form and instant, the signature's form) holds for the
+/// value's life: verification does not parse or check them again.
+///
 /// `Debug` never shows the signature (STYLE.md: no signature in `Debug`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Nws4Credentials {
-    /// The `Credential` parameter: the client id ("public key") used to look up the secret.
-    pub client_id: String,
-    /// `SignedHeaders` names, lower-cased, unique, in the order the client listed them.
-    pub signed_headers: SignedHeaders,
-    /// The `Timestamp` parameter, verbatim, already checked to be `yyyy-MM-ddTHH:mm:ss.fffZ` (§7.5).
-    pub timestamp: String,
+    /// `Credential`, then the decoded `SignedHeaders`, then the decoded `Timestamp`: one allocation for the
+    /// three, split at `id_end` and `list_end`.
+    text: String,
+    id_end: usize,
+    list_end: usize,
+    signed_at: DateTime<Utc>,
     signature: [u8; 32],
 }
 
@@ -55,68 +59,113 @@ impl Nws4Credentials {
     /// Parses the text after `NWS4-HMAC-SHA256 ` (for callers that already split off the scheme at the
     /// first space); same rules as [`Nws4Credentials::parse`].
     pub fn parse_params(params: &str) -> Result<Self, Nws4Error> {
-        let params =
-            form::decode_utf8(params).ok_or(Nws4Error::Malformed("not UTF-8 after decoding"))?;
-        let (client_id, signed_headers, timestamp, signature) = split_params(&params)?;
+        let mut decoded = Vec::new();
+        form::decode_into(params.as_bytes(), &mut decoded);
+        let params = std::str::from_utf8(&decoded)
+            .map_err(|_| Nws4Error::Malformed("not UTF-8 after decoding"))?;
+        let (client_id, signed_headers, timestamp, signature) = split_params(params)?;
+        check_client_id(client_id)?;
 
-        let client_id = parse_client_id(client_id)?;
-        let signed_headers = form::decode_utf8(signed_headers)
-            .ok_or(Nws4Error::Malformed("SignedHeaders is not UTF-8"))?;
-        let signed_headers = parse_signed_headers(signed_headers.into_owned())?;
-        let timestamp = form::decode_utf8(timestamp)
-            .ok_or(Nws4Error::BadTimestamp)?
-            .into_owned();
-        parse_timestamp(&timestamp)?;
+        let mut text = Vec::with_capacity(client_id.len() + signed_headers.len() + timestamp.len());
+        text.extend_from_slice(client_id.as_bytes());
+        let id_end = text.len();
+        form::decode_into(signed_headers.as_bytes(), &mut text);
+        text[id_end..].make_ascii_lowercase();
+        let list = std::str::from_utf8(&text[id_end..])
+            .map_err(|_| Nws4Error::Malformed("SignedHeaders is not UTF-8"))?;
+        check_signed_headers(&SignedHeaders(list).split())?;
+        let list_end = text.len();
+        form::decode_into(timestamp.as_bytes(), &mut text);
+        let signed_at = std::str::from_utf8(&text[list_end..])
+            .map_err(|_| Nws4Error::BadTimestamp)
+            .and_then(parse_timestamp)?;
         let signature = parse_signature(signature)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Nws4Error::Malformed("not UTF-8 after decoding"))?;
         Ok(Self {
-            client_id,
-            signed_headers,
-            timestamp,
+            text,
+            id_end,
+            list_end,
+            signed_at,
             signature,
         })
+    }
+
+    /// The `Credential` parameter: the client id ("public key") used to look up the secret.
+    pub fn client_id(&self) -> &str {
+        &self.text[..self.id_end]
+    }
+
+    /// The `SignedHeaders` names: lower-cased, unique tokens, in the order the client listed them.
+    pub fn signed_headers(&self) -> SignedHeaders<'_> {
+        SignedHeaders(&self.text[self.id_end..self.list_end])
+    }
+
+    /// The `Timestamp` parameter, verbatim: `yyyy-MM-ddTHH:mm:ss.fffZ` (§7.5).
+    pub fn timestamp(&self) -> &str {
+        &self.text[self.list_end..]
+    }
+
+    /// The instant the `Timestamp` parameter names.
+    pub fn signed_at(&self) -> DateTime<Utc> {
+        self.signed_at
     }
 
     /// The 32 signature bytes; also the replay token when the scheme has no nonce (DESIGN.md §4).
     pub fn signature(&self) -> &[u8; 32] {
         &self.signature
     }
+
+    /// The same credentials claiming `names` as their `SignedHeaders` (tests of the coverage rules).
+    #[cfg(test)]
+    pub(super) fn with_signed_headers(self, names: &[&str]) -> Result<Self, Nws4Error> {
+        let list = names.join(";");
+        check_signed_headers(&SignedHeaders(&list).split())?;
+        let text = format!("{}{list}{}", self.client_id(), self.timestamp());
+        Ok(Self {
+            id_end: self.id_end,
+            list_end: self.id_end + list.len(),
+            text,
+            ..self
+        })
+    }
 }
 
-/// The `SignedHeaders` names as one `;`-separated string (one allocation, not one per name), as
-/// [`Nws4Credentials::parse`] leaves them: lower-cased, unique tokens. Built otherwise, the names are whatever
-/// was given; verification checks them again.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SignedHeaders(String);
+/// The `SignedHeaders` names as they sit in the credentials' text, `;`-separated, as
+/// [`Nws4Credentials::parse`] checked them: lower-cased, unique tokens, at most 64.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SignedHeaders<'a>(&'a str);
 
 // === impl SignedHeaders ===
 
-impl SignedHeaders {
-    /// The list of `names`, joined as given (a name holding `;` becomes two).
-    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut list = String::new();
-        for name in names {
-            if !list.is_empty() {
-                list.push(';');
-            }
-            list.push_str(name);
-        }
-        Self(list)
-    }
-
+impl<'a> SignedHeaders<'a> {
     /// The names, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
         self.0.split(';')
     }
 
     /// The names split out once, for the checks and the lookups of one verification (no allocation for up to
     /// 16 names). At most one more than the 64 allowed is split out: enough for the check to refuse the list,
-    /// whatever its length.
-    pub(super) fn split(&self) -> SmallVec<[&str; 16]> {
-        self.iter().take(MAX_SIGNED_HEADERS + 1).collect()
+    /// whatever its length. A byte loop: `str::split`'s searcher sets up more than these short names need.
+    pub(super) fn split(&self) -> SmallVec<[&'a str; 16]> {
+        let mut names = SmallVec::new();
+        let mut start = 0;
+        for (at, byte) in self.0.bytes().enumerate() {
+            if byte == b';' {
+                // `;` is ASCII, so both ends are character boundaries.
+                names.push(&self.0[start..at]);
+                if names.len() > MAX_SIGNED_HEADERS {
+                    return names;
+                }
+                start = at + 1;
+            }
+        }
+        names.push(&self.0[start..]);
+        names
     }
 }
 
-impl fmt::Debug for SignedHeaders {
+impl fmt::Debug for SignedHeaders<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
@@ -125,9 +174,9 @@ impl fmt::Debug for SignedHeaders {
 impl fmt::Debug for Nws4Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Nws4Credentials")
-            .field("client_id", &self.client_id)
-            .field("signed_headers", &self.signed_headers)
-            .field("timestamp", &self.timestamp)
+            .field("client_id", &self.client_id())
+            .field("signed_headers", &self.signed_headers())
+            .field("timestamp", &self.timestamp())
             .field("signature", &"<redacted>")
             .finish()
     }
@@ -178,32 +227,21 @@ fn split_at_marker<'a>(text: &'a str, marker: &str) -> Option<(&'a str, &'a str)
 }
 
 /// Client ids are hex in practice (§1); allowing only RFC 3986 unreserved characters keeps logs safe.
-fn parse_client_id(raw: &str) -> Result<String, Nws4Error> {
+fn check_client_id(raw: &str) -> Result<(), Nws4Error> {
     let ok = !raw.is_empty()
         && raw.len() <= MAX_CLIENT_ID_LEN
         && raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
     if ok {
-        Ok(raw.to_owned())
+        Ok(())
     } else {
         Err(Nws4Error::Malformed("Credential is not a valid client id"))
     }
 }
 
-/// `SignedHeaders` (decoded): `;`-separated header-name tokens, lower-cased in place (§7.11: ASCII only, no
-/// locale-dependent case mapping); duplicates, including case variants, are rejected (§7.6) rather than
-/// silently merged as the reference does.
-pub(super) fn parse_signed_headers(mut list: String) -> Result<SignedHeaders, Nws4Error> {
-    list.make_ascii_lowercase();
-    let names = SignedHeaders(list);
-    check_signed_headers(&names.split())?;
-    Ok(names)
-}
-
-/// Check the names (again, for credentials not built by `parse`: the fields are public): lower-case tokens,
-/// unique, at most 64.
-pub(super) fn check_signed_headers(names: &[&str]) -> Result<(), Nws4Error> {
+/// Check the names: lower-case tokens, unique, at most 64.
+fn check_signed_headers(names: &[&str]) -> Result<(), Nws4Error> {
     if names.len() > MAX_SIGNED_HEADERS {
         return Err(Nws4Error::Malformed("SignedHeaders lists too many headers"));
     }
@@ -257,35 +295,8 @@ pub(super) fn parse_timestamp(ts: &str) -> Result<DateTime<Utc>, Nws4Error> {
 
 /// The signature must be exactly 64 lower-case hex characters: the reference compares lower-case hex
 /// text, so upper case never verifies there either (§5.7, §7.12).
-/// One pass, each pair of digits decoded where it is checked. The `hex` crate (after the lower-case check it
-/// cannot make) cost 60–110 ns more per verification in criterion, 4–8 % of an NWS4 GET's (BENCHMARKS.md §2).
 fn parse_signature(raw: &str) -> Result<[u8; 32], Nws4Error> {
-    fn lower_hex_digit(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        }
-    }
-    let mut out = [0u8; 32];
-    let decoded = raw.len() == 64
-        && out
-            .iter_mut()
-            .zip(raw.as_bytes().chunks_exact(2))
-            .all(
-                |(byte, pair)| match (lower_hex_digit(pair[0]), lower_hex_digit(pair[1])) {
-                    (Some(high), Some(low)) => {
-                        *byte = high << 4 | low;
-                        true
-                    }
-                    _ => false,
-                },
-            );
-    if decoded {
-        Ok(out)
-    } else {
-        Err(Nws4Error::Malformed(
-            "Signature is not 64 lower-case hex characters",
-        ))
-    }
+    super::decode_hex32(raw, &super::LOWER_HEX).ok_or(Nws4Error::Malformed(
+        "Signature is not 64 lower-case hex characters",
+    ))
 }

@@ -30,6 +30,11 @@ pub const X_ND_DATE: &str = "x-nd-date";
 pub const X_ND_CONTENT_SHA256: &str = "x-nd-content-sha256";
 /// Headers every accepted signature must cover (DESIGN.md §4, §7.6).
 pub const REQUIRED_SIGNED_HEADERS: [&str; 3] = ["host", X_ND_DATE, X_ND_CONTENT_SHA256];
+/// [`X_ND_DATE`] as a header name, for lookups that need not parse it.
+const X_ND_DATE_NAME: http::HeaderName = http::HeaderName::from_static(X_ND_DATE);
+/// [`X_ND_CONTENT_SHA256`] as a header name, for lookups that need not parse it.
+const X_ND_CONTENT_SHA256_NAME: http::HeaderName =
+    http::HeaderName::from_static(X_ND_CONTENT_SHA256);
 
 /// Why an NWS4 request was not accepted. Messages never contain the signature, the secret or the raw header.
 ///
@@ -138,7 +143,7 @@ pub fn verify(
     now: DateTime<Utc>,
     skew: std::time::Duration,
 ) -> Result<Nws4Verified, Nws4Error> {
-    let key = signing_key(client_secret, &creds.timestamp);
+    let key = signing_key(client_secret, creds.timestamp());
     verify_with_signing_key(req, creds, &key, now, skew)
 }
 
@@ -151,25 +156,26 @@ pub fn verify_with_signing_key(
     now: DateTime<Utc>,
     skew: std::time::Duration,
 ) -> Result<Nws4Verified, Nws4Error> {
-    let names = creds.signed_headers.split();
+    // `creds` came from `Nws4Credentials::parse` (its fields are private): names and timestamp are checked.
+    let names = creds.signed_headers().split();
     for required in REQUIRED_SIGNED_HEADERS {
         if !names.contains(&required) {
             return Err(Nws4Error::MissingRequiredSignedHeader(required));
         }
     }
-    // The fields are public, so re-check what `parse` guaranteed before trusting them.
-    let signed_at = authorization::parse_timestamp(&creds.timestamp)?;
-    authorization::check_signed_headers(&names)?;
     if is_chunked_encoding(req.headers) {
         return Err(Nws4Error::ChunkedUnsupported);
     }
 
     let mut signed: smallvec::SmallVec<[(&str, Cow<'_, str>); 8]> = smallvec::SmallVec::new();
     for &name in &names {
-        let value = if name == "host" {
-            canonical::folded(req.host)
-        } else {
-            joined_header_value(req.headers, name)?
+        let value = match name {
+            "host" => canonical::folded(req.host),
+            X_ND_DATE => joined_header_value(req.headers, &X_ND_DATE_NAME, name)?,
+            X_ND_CONTENT_SHA256 => {
+                joined_header_value(req.headers, &X_ND_CONTENT_SHA256_NAME, name)?
+            }
+            _ => joined_header_value(req.headers, name, name)?,
         };
         signed.push((name, value));
     }
@@ -179,14 +185,17 @@ pub fn verify_with_signing_key(
             .find(|(n, _)| *n == wanted)
             .map_or("", |(_, v)| v.as_ref())
     };
-    if value_of(X_ND_DATE) != creds.timestamp {
+    if value_of(X_ND_DATE) != creds.timestamp() {
         return Err(Nws4Error::TimestampMismatch);
     }
-    let content_sha256 = parse_content_sha256(value_of(X_ND_CONTENT_SHA256))?;
+    let claimed = value_of(X_ND_CONTENT_SHA256);
+    let content_sha256 = parse_content_sha256(claimed)?;
 
-    // §5.5: the payload-hash line is the body hash in lower-case hex; the caller proves body == claim.
+    // §5.5: the payload-hash line is the body hash in lower-case hex (the claim, which was checked to be 64
+    // hex digits, lower-cased); the caller proves body == claim.
     let mut payload_hash = [0u8; 64];
-    let _ = hex::encode_to_slice(content_sha256, &mut payload_hash);
+    payload_hash.copy_from_slice(claimed.as_bytes());
+    payload_hash.make_ascii_lowercase();
     let payload_hash = std::str::from_utf8(&payload_hash).unwrap_or_default();
     let matches = |path: canonical::PathForm<'_>| {
         let digest = canonical::canonical_digest(
@@ -196,9 +205,12 @@ pub fn verify_with_signing_key(
             &signed,
             payload_hash,
         );
-        canonical::signature_for_digest(key, &creds.timestamp, &creds.client_id, &digest)
-            .verify_slice(creds.signature())
-            .is_ok()
+        let expected: [u8; 32] =
+            canonical::signature_for_digest(key, creds.timestamp(), creds.client_id(), &digest)
+                .finalize()
+                .into_bytes()
+                .into();
+        constant_time_eq::constant_time_eq_32(&expected, creds.signature())
     };
     let verified = matches(canonical::PathForm::Raw(req.path))
         || canonical::php_path_candidate(req.path)
@@ -206,6 +218,7 @@ pub fn verify_with_signing_key(
     if !verified {
         return Err(Nws4Error::SignatureMismatch);
     }
+    let signed_at = creds.signed_at();
     check_window(signed_at, now, skew)?;
     Ok(Nws4Verified {
         content_sha256,
@@ -294,13 +307,15 @@ fn url_host(url: &http::Uri) -> String {
 }
 
 /// All lines of a signed header joined with `,` (ASP.NET Core `StringValues`, §5.4), then folded (§1.2);
-/// borrowed from the request when there is one line that needs no folding.
+/// borrowed from the request when there is one line that needs no folding. `key` finds the lines (a
+/// [`http::HeaderName`] constant spares the map parsing a name it knows); `name` is for the errors.
 fn joined_header_value<'h>(
     headers: &'h http::HeaderMap,
+    key: impl http::header::AsHeaderName,
     name: &str,
 ) -> Result<Cow<'h, str>, Nws4Error> {
     let invalid = || Nws4Error::InvalidHeaderValue(name.to_owned());
-    let mut lines = headers.get_all(name).iter();
+    let mut lines = headers.get_all(key).iter();
     let first = lines
         .next()
         .ok_or_else(|| Nws4Error::MissingSignedHeader(name.to_owned()))?
@@ -322,12 +337,43 @@ fn parse_content_sha256(value: &str) -> Result<[u8; 32], Nws4Error> {
     if value == canonical::STREAMING_PAYLOAD {
         return Err(Nws4Error::ChunkedUnsupported);
     }
-    let mut out = [0u8; 32];
-    if value.len() == 64 && hex::decode_to_slice(value, &mut out).is_ok() {
-        Ok(out)
-    } else {
-        Err(Nws4Error::BadContentSha256)
+    decode_hex32(value, &ANY_HEX).ok_or(Nws4Error::BadContentSha256)
+}
+
+/// Each byte's value as a hex digit, or `0xFF`; upper-case digits only when `upper` is set.
+const fn hex_digits(upper: bool) -> [u8; 256] {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 16 {
+        let value = i as u8;
+        let lower = b"0123456789abcdef"[i];
+        table[lower as usize] = value;
+        if upper {
+            table[lower.to_ascii_uppercase() as usize] = value;
+        }
+        i += 1;
     }
+    table
+}
+
+/// Hex digits `0-9a-f` (the signature, §7.12).
+static LOWER_HEX: [u8; 256] = hex_digits(false);
+/// Hex digits in either case (`x-nd-content-sha256`).
+static ANY_HEX: [u8; 256] = hex_digits(true);
+
+/// Exactly 64 hex digits (as `digits` defines them) as 32 bytes. One table lookup per digit and no branch
+/// per byte: the `hex` crate's per-digit matching cost more than the rest of parsing the header.
+fn decode_hex32(text: &str, digits: &[u8; 256]) -> Option<[u8; 32]> {
+    let text: &[u8; 64] = text.as_bytes().try_into().ok()?;
+    let mut out = [0u8; 32];
+    // A valid digit is below 16; `0xFF` marks anything else, so one OR over all of them tells.
+    let mut seen = 0u8;
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let (high, low) = (digits[usize::from(pair[0])], digits[usize::from(pair[1])]);
+        seen |= high | low;
+        *byte = high << 4 | low;
+    }
+    (seen < 16).then_some(out)
 }
 
 /// `Content-Encoding` containing `nws-chunked` marks the chunked variant (§4, §7.15); hashing its framed

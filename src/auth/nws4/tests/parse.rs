@@ -6,9 +6,12 @@ const SIG: &str = "87c7a2057285f0db8dc3b7c95c15fe5476f5ab44b73b3e15990d8b1a837d4
 const UPPER: &str = "NWS4-HMAC-SHA256 Credential%3Dd948ec22e47790caacce234b792a0f117d85c365%2CSignedHeaders%3Daccept%253Bcontent-type%253Bhost%253Bx-nd-content-sha256%253Bx-nd-date%2CTimestamp%3D2023-05-30T13%253A17%253A01.992Z%2CSignature%3D87c7a2057285f0db8dc3b7c95c15fe5476f5ab44b73b3e15990d8b1a837d4ddb";
 
 fn expect_v1(creds: &Nws4Credentials) {
-    assert_eq!(creds.client_id, "d948ec22e47790caacce234b792a0f117d85c365");
     assert_eq!(
-        creds.signed_headers.iter().collect::<Vec<_>>(),
+        creds.client_id(),
+        "d948ec22e47790caacce234b792a0f117d85c365"
+    );
+    assert_eq!(
+        creds.signed_headers().iter().collect::<Vec<_>>(),
         [
             "accept",
             "content-type",
@@ -17,7 +20,7 @@ fn expect_v1(creds: &Nws4Credentials) {
             "x-nd-date"
         ]
     );
-    assert_eq!(creds.timestamp, "2023-05-30T13:17:01.992Z");
+    assert_eq!(creds.timestamp(), "2023-05-30T13:17:01.992Z");
     assert_eq!(hex::encode(creds.signature()), SIG);
 }
 
@@ -127,7 +130,7 @@ fn signed_headers_hold_at_most_64_names() {
         UPPER.replace("accept%253B", &extra)
     };
     let creds = Nws4Credentials::parse(&with_extra(60)).unwrap();
-    assert_eq!(creds.signed_headers.iter().count(), 64);
+    assert_eq!(creds.signed_headers().iter().count(), 64);
     assert_eq!(
         Nws4Credentials::parse(&with_extra(61)),
         Err(Nws4Error::Malformed("SignedHeaders lists too many headers"))

@@ -174,9 +174,9 @@ fn v6_lower_case_capture_verifies_header_part_but_not_a_different_body() {
         ("content-length", "1722952"),
     ]);
     let creds = Nws4Credentials::parse(authorization).unwrap();
-    assert_eq!(creds.client_id, "e525442573684ea95309779ce890167f");
+    assert_eq!(creds.client_id(), "e525442573684ea95309779ce890167f");
     assert_eq!(
-        creds.signed_headers.iter().collect::<Vec<_>>(),
+        creds.signed_headers().iter().collect::<Vec<_>>(),
         ["host", "x-nd-content-sha256", "x-nd-date", "__tenant"]
     );
     let req = Nws4Request {

@@ -263,40 +263,19 @@ fn signature_covering_only_host_is_rejected() {
     );
 
     for required in REQUIRED_SIGNED_HEADERS {
-        let mut creds = Nws4Credentials::parse(&signed.authorization).unwrap();
+        let creds = Nws4Credentials::parse(&signed.authorization).unwrap();
         let kept: Vec<&str> = creds
-            .signed_headers
+            .signed_headers()
             .iter()
             .filter(|n| *n != required)
             .collect();
-        creds.signed_headers = SignedHeaders::from_names(kept);
+        let creds = creds.clone().with_signed_headers(&kept).unwrap();
         let result = verify(&signed.request(), &creds, KEYS.1, at(TS), SKEW);
         assert_eq!(
             result,
             Err(Nws4Error::MissingRequiredSignedHeader(required))
         );
     }
-}
-
-#[test]
-fn mutated_public_fields_are_rechecked() {
-    let signed = base();
-    let mut creds = Nws4Credentials::parse(&signed.authorization).unwrap();
-    creds.timestamp = "2024-02-29T23:59:58Z".into();
-    assert_eq!(
-        verify(&signed.request(), &creds, KEYS.1, at(TS), SKEW),
-        Err(Nws4Error::BadTimestamp)
-    );
-    let mut creds = Nws4Credentials::parse(&signed.authorization).unwrap();
-    creds.signed_headers = SignedHeaders::from_names(
-        creds
-            .signed_headers
-            .iter()
-            .chain(["HOST"])
-            .collect::<Vec<_>>(),
-    );
-    let result = verify(&signed.request(), &creds, KEYS.1, at(TS), SKEW);
-    assert!(matches!(result, Err(Nws4Error::Malformed(_))));
 }
 
 #[test]
