@@ -30,9 +30,9 @@ pub(super) fn decode_into(input: &[u8], out: &mut Vec<u8>) {
     out.truncate(start + written);
 }
 
-/// [`decode_into`]'s loop over a buffer at least as long as `input`; returns the bytes written (`w <= i`
-/// throughout, so every write is in bounds).
-fn decode_to_slice(input: &[u8], buf: &mut [u8]) -> usize {
+/// [`decode_into`]'s loop, into a buffer at least as long as `input` (shorter panics); returns the bytes
+/// written (`w <= i` throughout, so every write is in bounds).
+pub(super) fn decode_to_slice(input: &[u8], buf: &mut [u8]) -> usize {
     let (mut i, mut w) = (0, 0);
     while i < input.len() {
         if let Some(word) = input[i..].first_chunk::<8>() {

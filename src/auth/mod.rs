@@ -7,6 +7,7 @@
 pub mod bearer;
 mod form;
 pub mod nws4;
+pub mod prekeyed;
 pub mod replay;
 pub mod signature;
 pub mod signed;

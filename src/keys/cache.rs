@@ -210,17 +210,16 @@ impl KeyEntry {
         &'a self,
         timestamp: &'a str,
         now: DateTime<Utc>,
-    ) -> impl Iterator<Item = [u8; 32]> + 'a {
+    ) -> impl Iterator<Item = crate::auth::prekeyed::PrekeyedHmac> + 'a {
         let current = self
             .in_use()
             .nws4_day_keys
             .signing_key(self.key.client_secret.expose(), timestamp);
-        std::iter::once(current).chain(
-            self.key
-                .hmac_secrets(now)
-                .skip(1)
-                .map(move |secret| crate::auth::nws4::signing_key(secret.expose(), timestamp)),
-        )
+        std::iter::once(current).chain(self.key.hmac_secrets(now).skip(1).map(move |secret| {
+            let key =
+                zeroize::Zeroizing::new(crate::auth::nws4::signing_key(secret.expose(), timestamp));
+            crate::auth::prekeyed::PrekeyedHmac::new(&key)
+        }))
     }
 
     fn in_use(&self) -> &InUse {

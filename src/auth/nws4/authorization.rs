@@ -59,9 +59,19 @@ impl Nws4Credentials {
     /// Parses the text after `NWS4-HMAC-SHA256 ` (for callers that already split off the scheme at the
     /// first space); same rules as [`Nws4Credentials::parse`].
     pub fn parse_params(params: &str) -> Result<Self, Nws4Error> {
-        let mut decoded = Vec::new();
-        form::decode_into(params.as_bytes(), &mut decoded);
-        let params = std::str::from_utf8(&decoded)
+        // Decoded on the stack: the usual header is about 240 bytes; a longer one (up to the request-head
+        // limit) is decoded on the heap.
+        let mut on_stack = [0u8; 512];
+        let mut on_heap = Vec::new();
+        let room = match on_stack.get_mut(..params.len()) {
+            Some(room) => room,
+            None => {
+                on_heap.resize(params.len(), 0);
+                &mut on_heap[..]
+            }
+        };
+        let decoded = form::decode_to_slice(params.as_bytes(), room);
+        let params = std::str::from_utf8(&room[..decoded])
             .map_err(|_| Nws4Error::Malformed("not UTF-8 after decoding"))?;
         let (client_id, signed_headers, timestamp, signature) = split_params(params)?;
         check_client_id(client_id)?;

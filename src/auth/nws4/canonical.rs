@@ -5,6 +5,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 use super::SCHEME;
+use crate::auth::prekeyed::PrekeyedHmac;
 
 /// RFC 3986 unreserved characters stay; everything else is `%XX` with upper-case hex (§1.2 query, §1.4 PHP `E`).
 pub(super) const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
@@ -233,14 +234,14 @@ pub(super) fn canonical_digest<N: AsRef<str>, V: AsRef<str>>(
     Sha256::digest(&canonical).into()
 }
 
-/// HMAC of the string to sign (§1.3) for a canonical-request digest, written out on the stack and fed in one
-/// call.
+/// The signature (§1.3) for a canonical-request digest: the string to sign is written out on the stack and
+/// MACed in one call under the prekeyed signing key.
 pub(super) fn signature_for_digest(
-    signing_key: &[u8; 32],
+    signing_key: &PrekeyedHmac,
     timestamp: &str,
     client_id: &str,
     canonical_digest: &[u8; 32],
-) -> HmacSha256 {
+) -> [u8; 32] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut string_to_sign: smallvec::SmallVec<[u8; 256]> = smallvec::SmallVec::new();
     for piece in [
@@ -257,9 +258,7 @@ pub(super) fn signature_for_digest(
         string_to_sign.push(DIGITS[usize::from(byte >> 4)]);
         string_to_sign.push(DIGITS[usize::from(byte & 0x0F)]);
     }
-    let mut mac = new_mac(signing_key);
-    mac.update(&string_to_sign);
-    mac
+    signing_key.mac(&string_to_sign)
 }
 
 /// The canonical request (§1.2): six fields joined by `\n`, no trailing newline.

@@ -12,7 +12,6 @@ mod tests;
 use std::borrow::Cow;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use hmac::Mac;
 use sha2::{Digest, Sha256};
 
 pub use authorization::{Nws4Credentials, SignedHeaders};
@@ -21,6 +20,8 @@ pub use canonical::{
     string_to_sign,
 };
 pub use day_keys::DayKeys;
+
+use crate::auth::prekeyed::PrekeyedHmac;
 
 /// The scheme name: the text before the first space of `Authorization` (case-sensitive, §5.1).
 pub const SCHEME: &str = "NWS4-HMAC-SHA256";
@@ -127,7 +128,7 @@ impl Nws4Verified {
     }
 }
 
-/// Verify the signature with constant-time comparison (hmac's `Mac::verify_slice`). Enforces: `host`,
+/// Verify the signature with constant-time comparison (`constant_time_eq`). Enforces: `host`,
 /// `x-nd-date`, `x-nd-content-sha256` all in SignedHeaders; Timestamp param equals x-nd-date header;
 /// timestamp within ±skew of `now` (inclusive, checked after the signature as in §5.8; a skew too large for
 /// chrono disables the check); x-nd-content-sha256 is 64 hex chars (either case, as the reference only
@@ -143,16 +144,16 @@ pub fn verify(
     now: DateTime<Utc>,
     skew: std::time::Duration,
 ) -> Result<Nws4Verified, Nws4Error> {
-    let key = signing_key(client_secret, creds.timestamp());
+    let key = day_keys::prekeyed(client_secret, creds.timestamp());
     verify_with_signing_key(req, creds, &key, now, skew)
 }
 
 /// [`verify`] with the signing key of the client's secret for the signed timestamp's date already derived
-/// ([`signing_key`], or a [`DayKeys`] cache of it).
+/// and prekeyed ([`signing_key`] into a [`PrekeyedHmac`], or a [`DayKeys`] cache of it).
 pub fn verify_with_signing_key(
     req: &Nws4Request<'_>,
     creds: &Nws4Credentials,
-    key: &[u8; 32],
+    key: &PrekeyedHmac,
     now: DateTime<Utc>,
     skew: std::time::Duration,
 ) -> Result<Nws4Verified, Nws4Error> {
@@ -205,11 +206,8 @@ pub fn verify_with_signing_key(
             &signed,
             payload_hash,
         );
-        let expected: [u8; 32] =
-            canonical::signature_for_digest(key, creds.timestamp(), creds.client_id(), &digest)
-                .finalize()
-                .into_bytes()
-                .into();
+        let expected =
+            canonical::signature_for_digest(key, creds.timestamp(), creds.client_id(), &digest);
         constant_time_eq::constant_time_eq_32(&expected, creds.signature())
     };
     let verified = matches(canonical::PathForm::Raw(req.path))
