@@ -303,6 +303,9 @@ thread_local! {
     static DUMMY_SECRET: Secret = Secret::new("0".repeat(64));
     /// The dummy secret's NWS4 signing key for the day (see `signed::nws4`).
     static DUMMY_DAY_KEYS: nws4::DayKeys = nws4::DayKeys::default();
+    /// The dummy secret prekeyed for RFC 9421, as a known key's is kept (see `signed::rfc9421`).
+    static DUMMY_HMAC_KEY: prekeyed::PrekeyedHmac =
+        DUMMY_SECRET.with(|s| prekeyed::PrekeyedHmac::new(s.expose().as_bytes()));
 }
 
 /// Split `Scheme rest` at the first space.

@@ -1,12 +1,14 @@
 //! HMAC-SHA256 (RFC 2104) under a key whose two padded blocks were compressed once, kept zeroed on drop.
 //!
 //! `Hmac<Sha256>` compresses `key ⊕ ipad` and `key ⊕ opad` every time it is keyed: two of the six SHA-256
-//! blocks an NWS4 string to sign costs. A signing key serves every request of its client for a day
-//! ([`super::nws4::DayKeys`]), so its two states are worth keeping; the `hmac` crate's keyed state would do,
-//! but cannot be zeroed, while these are two plain `[u32; 8]` arrays. The rest is SHA-256's own padding
+//! blocks an NWS4 string to sign costs, two of the seven of a usual RFC 9421 signature base. A key serves
+//! every request of its client (for NWS4, a day: [`super::nws4::DayKeys`]), so its two states are worth
+//! keeping; the `hmac` crate's keyed state would do, but cannot be zeroed, while these are two plain
+//! `[u32; 8]` arrays. The rest is SHA-256's own padding
 //! (FIPS 180-4 §5.1.1) around `sha2::compress256`, checked against the `hmac` crate in the tests below.
 
 use sha2::digest::generic_array::GenericArray;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
@@ -34,8 +36,15 @@ pub struct PrekeyedHmac {
 // === impl PrekeyedHmac ===
 
 impl PrekeyedHmac {
-    /// Keys with a 32-byte key (shorter than a block, so it is zero-padded, not hashed: RFC 2104 §2).
-    pub fn new(key: &[u8; 32]) -> Self {
+    /// Keys with `key`: one up to a block long is zero-padded, a longer one is hashed first (RFC 2104 §2).
+    pub fn new(key: &[u8]) -> Self {
+        let hashed: Zeroizing<[u8; 32]>;
+        let key = if key.len() > BLOCK {
+            hashed = Zeroizing::new(Sha256::digest(key).into());
+            &hashed[..]
+        } else {
+            key
+        };
         let mut ipad = Zeroizing::new([0x36u8; BLOCK]);
         let mut opad = Zeroizing::new([0x5cu8; BLOCK]);
         for (at, byte) in key.iter().enumerate() {
@@ -103,9 +112,18 @@ mod tests {
 
     #[test]
     fn agrees_with_the_hmac_crate_at_every_length_around_the_block_edges() {
-        for seed in 0..4u8 {
-            let key: [u8; 32] =
-                std::array::from_fn(|i| (i as u8).wrapping_mul(31).wrapping_add(seed));
+        for (seed, key_len) in [
+            (0u8, 32),
+            (1, 0),
+            (2, 63),
+            (3, 64),
+            (4, 65),
+            (5, 68),
+            (6, 200),
+        ] {
+            let key: Vec<u8> = (0..key_len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect();
             let prekeyed = PrekeyedHmac::new(&key);
             let message: Vec<u8> = (0..300u32)
                 .map(|i| (i * 7 + u32::from(seed)) as u8)
@@ -117,7 +135,7 @@ mod tests {
                 assert_eq!(
                     prekeyed.mac(&message[..len]),
                     expected,
-                    "seed {seed}, length {len}"
+                    "key length {key_len}, message length {len}"
                 );
             }
         }

@@ -106,24 +106,16 @@ pub fn rfc9421(
     let mut result = Err(SignatureError::Mismatch);
     match &entry {
         Some(e) => {
-            for secret in e.key.hmac_secrets(now) {
-                result = signature::verify(
-                    &sreq,
-                    &parsed,
-                    secret.expose().as_bytes(),
-                    &policy,
-                    now_unix,
-                );
+            for key in e.hmac_keys(now) {
+                result = signature::verify(&sreq, &parsed, &key, &policy, now_unix);
                 if !matches!(result, Err(SignatureError::Mismatch)) {
                     break;
                 }
             }
         }
         None => {
-            result = super::DUMMY_SECRET
-                .with(|s| {
-                    signature::verify(&sreq, &parsed, s.expose().as_bytes(), &policy, now_unix)
-                })
+            result = super::DUMMY_HMAC_KEY
+                .with(|key| signature::verify(&sreq, &parsed, key, &policy, now_unix))
                 .and(Err(SignatureError::Mismatch));
         }
     }

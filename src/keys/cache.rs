@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
 use super::{ApiKey, ChangeEvent, KeyState};
+use crate::auth::prekeyed::PrekeyedHmac;
 use crate::policy::ClaimSet;
 
 /// A cached key with its claims prepared for fast checks.
@@ -31,6 +32,8 @@ struct InUse {
     context: [Option<http::HeaderValue>; 6],
     /// Its current secret's NWS4 signing key for the day its last request was signed.
     nws4_day_keys: crate::auth::nws4::DayKeys,
+    /// Its current secret as an RFC 9421 HMAC key, prekeyed.
+    hmac_key: PrekeyedHmac,
     /// Its context fields as request-head lines, with the name prefix they were written under.
     context_lines: std::sync::OnceLock<(Box<str>, Box<[u8]>)>,
 }
@@ -210,16 +213,27 @@ impl KeyEntry {
         &'a self,
         timestamp: &'a str,
         now: DateTime<Utc>,
-    ) -> impl Iterator<Item = crate::auth::prekeyed::PrekeyedHmac> + 'a {
+    ) -> impl Iterator<Item = PrekeyedHmac> + 'a {
         let current = self
             .in_use()
             .nws4_day_keys
             .signing_key(self.key.client_secret.expose(), timestamp);
-        std::iter::once(current).chain(self.key.hmac_secrets(now).skip(1).map(move |secret| {
-            let key =
-                zeroize::Zeroizing::new(crate::auth::nws4::signing_key(secret.expose(), timestamp));
-            crate::auth::prekeyed::PrekeyedHmac::new(&key)
-        }))
+        std::iter::once(current).chain(
+            self.key.hmac_secrets(now).skip(1).map(move |secret| {
+                crate::auth::nws4::prekeyed_signing_key(secret.expose(), timestamp)
+            }),
+        )
+    }
+
+    /// The RFC 9421 HMAC keys, in [`ApiKey::hmac_secrets`] order: the current secret's kept, a rotated-out
+    /// one's (tried only after the current one failed) keyed each time.
+    pub fn hmac_keys(&self, now: DateTime<Utc>) -> impl Iterator<Item = PrekeyedHmac> + '_ {
+        std::iter::once(self.in_use().hmac_key.clone()).chain(
+            self.key
+                .hmac_secrets(now)
+                .skip(1)
+                .map(|secret| PrekeyedHmac::new(secret.expose().as_bytes())),
+        )
     }
 
     fn in_use(&self) -> &InUse {
@@ -227,6 +241,7 @@ impl KeyEntry {
             Box::new(InUse {
                 context: crate::proxy::headers::context_values(&self.key),
                 nws4_day_keys: crate::auth::nws4::DayKeys::default(),
+                hmac_key: PrekeyedHmac::new(self.key.client_secret.expose().as_bytes()),
                 context_lines: std::sync::OnceLock::new(),
             })
         })

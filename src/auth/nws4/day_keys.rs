@@ -33,13 +33,13 @@ impl DayKeys {
     /// anyway).
     pub fn signing_key(&self, client_secret: &str, timestamp: &str) -> PrekeyedHmac {
         let Some(date) = timestamp.as_bytes().first_chunk::<10>().copied() else {
-            return prekeyed(client_secret, timestamp);
+            return prekeyed_signing_key(client_secret, timestamp);
         };
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match &*slot {
             Some(day) if day.date == date => day.key.clone(),
             _ => {
-                let key = prekeyed(client_secret, timestamp);
+                let key = prekeyed_signing_key(client_secret, timestamp);
                 *slot = Some(DayKey {
                     date,
                     key: key.clone(),
@@ -51,8 +51,8 @@ impl DayKeys {
 }
 
 /// [`signing_key`] as a [`PrekeyedHmac`]; the plain key is zeroed once it is keyed.
-pub(super) fn prekeyed(client_secret: &str, timestamp: &str) -> PrekeyedHmac {
-    PrekeyedHmac::new(&Zeroizing::new(signing_key(client_secret, timestamp)))
+pub fn prekeyed_signing_key(client_secret: &str, timestamp: &str) -> PrekeyedHmac {
+    PrekeyedHmac::new(&Zeroizing::new(signing_key(client_secret, timestamp))[..])
 }
 
 impl std::fmt::Debug for DayKeys {

@@ -19,7 +19,7 @@ pub use canonical::{
     canonical_path, canonical_query, canonical_request, fold_header_value, signature, signing_key,
     string_to_sign,
 };
-pub use day_keys::DayKeys;
+pub use day_keys::{DayKeys, prekeyed_signing_key};
 
 use crate::auth::prekeyed::PrekeyedHmac;
 
@@ -144,7 +144,7 @@ pub fn verify(
     now: DateTime<Utc>,
     skew: std::time::Duration,
 ) -> Result<Nws4Verified, Nws4Error> {
-    let key = day_keys::prekeyed(client_secret, creds.timestamp());
+    let key = prekeyed_signing_key(client_secret, creds.timestamp());
     verify_with_signing_key(req, creds, &key, now, skew)
 }
 

@@ -26,6 +26,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::auth::prekeyed::PrekeyedHmac;
+
 pub use digest::{ExpectedDigest, content_digest_header};
 use input::{Component, ComponentKind};
 
@@ -320,11 +322,12 @@ thread_local! {
 }
 
 /// Policy checks (times, required coverage) then base construction then
-/// constant-time HMAC check (RFC 9421 §3.2).
+/// constant-time HMAC check (RFC 9421 §3.2). `key` is the key's secret, prekeyed
+/// ([`PrekeyedHmac::new`] of its bytes).
 pub fn verify(
     req: &SignatureRequest<'_>,
     sig: &ParsedSignature<'_>,
-    secret: &[u8],
+    key: &PrekeyedHmac,
     policy: &SignaturePolicy,
     now_unix: i64,
 ) -> Result<Verified, SignatureError> {
@@ -332,20 +335,20 @@ pub fn verify(
     if policy.require_coverage {
         check_coverage(req, sig)?;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
-    BASE.with_borrow_mut(|base| {
+    let expected = BASE.with_borrow_mut(|base| {
         base.clear();
-        let written = base::write_signature_base(base, req, &sig.components, &sig.params);
-        if written.is_ok() {
-            mac.update(base.as_bytes());
-        }
+        let written = base::write_signature_base(base, req, &sig.components, &sig.params)
+            .map(|()| key.mac(base.as_bytes()));
         if base.capacity() > MAX_KEPT_BASE {
             *base = String::new();
         }
         written
     })?;
-    mac.verify_slice(&sig.signature)
-        .map_err(|_| SignatureError::Mismatch)?;
+    let matches = <&[u8; 32]>::try_from(&sig.signature[..])
+        .is_ok_and(|given| constant_time_eq::constant_time_eq_32(given, &expected));
+    if !matches {
+        return Err(SignatureError::Mismatch);
+    }
     let content_digest = if sig.covers_whole_content_digest() {
         let value = base::field_value(req.headers, CONTENT_DIGEST)?
             .ok_or_else(|| SignatureError::MissingComponent(CONTENT_DIGEST.into()))?;

@@ -125,7 +125,13 @@ impl Fixture {
         } else {
             b"someone-else"
         };
-        let v = verify(&self.req(), &parsed, secret, policy, now)?;
+        let v = verify(
+            &self.req(),
+            &parsed,
+            &PrekeyedHmac::new(secret),
+            policy,
+            now,
+        )?;
         if let Some(d) = &v.content_digest {
             d.check(&self.body)?;
         }
@@ -157,6 +163,7 @@ fn rfc9421_b25_hmac_sha256() {
         require_coverage: false,
         ..SignaturePolicy::default()
     };
+    let key = PrekeyedHmac::new(&key);
     let v = verify(&f.req(), &parsed, &key, &relaxed, 1_618_884_473).unwrap();
     assert!(v.content_digest.is_none());
     // The product policy rejects it: it covers neither @method nor the target.
@@ -172,7 +179,14 @@ fn rfc9421_b25_hmac_sha256() {
         SignatureError::MissingCoverage("@method")
     );
     assert_eq!(
-        verify(&f.req(), &parsed, b"wrong", &relaxed, 1_618_884_473).unwrap_err(),
+        verify(
+            &f.req(),
+            &parsed,
+            &PrekeyedHmac::new(b"wrong"),
+            &relaxed,
+            1_618_884_473
+        )
+        .unwrap_err(),
         SignatureError::Mismatch
     );
 }
