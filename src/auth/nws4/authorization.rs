@@ -79,6 +79,8 @@ impl Nws4Credentials {
         let mut text = Vec::with_capacity(client_id.len() + signed_headers.len() + timestamp.len());
         text.extend_from_slice(client_id.as_bytes());
         let id_end = text.len();
+        // `SignedHeaders`, decoded once more (§7.3) and lower-cased in place: ASCII only, no locale-dependent
+        // case mapping (§7.11).
         form::decode_into(signed_headers.as_bytes(), &mut text);
         text[id_end..].make_ascii_lowercase();
         let list = std::str::from_utf8(&text[id_end..])
@@ -250,7 +252,8 @@ fn check_client_id(raw: &str) -> Result<(), Nws4Error> {
     }
 }
 
-/// Check the names: lower-case tokens, unique, at most 64.
+/// Check the names: lower-case tokens, unique, at most 64. Duplicates, including case variants, are refused
+/// (§7.6) rather than silently merged as the reference does.
 fn check_signed_headers(names: &[&str]) -> Result<(), Nws4Error> {
     if names.len() > MAX_SIGNED_HEADERS {
         return Err(Nws4Error::Malformed("SignedHeaders lists too many headers"));
