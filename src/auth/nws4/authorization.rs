@@ -153,7 +153,7 @@ pub struct SignedHeaders<'a>(&'a str);
 impl<'a> SignedHeaders<'a> {
     /// The names, in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.split(';')
+        self.split().into_iter()
     }
 
     /// The names split out once, for the checks and the lookups of one verification (no allocation for up to

@@ -242,7 +242,9 @@ pub(super) fn signature_for_digest(
     client_id: &str,
     canonical_digest: &[u8; 32],
 ) -> [u8; 32] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 64];
+    // Invariant: 32 bytes always fit 64 hex characters.
+    let _ = hex::encode_to_slice(canonical_digest, &mut hex);
     let mut string_to_sign: smallvec::SmallVec<[u8; 256]> = smallvec::SmallVec::new();
     for piece in [
         SCHEME.as_bytes(),
@@ -251,12 +253,9 @@ pub(super) fn signature_for_digest(
         b"\n",
         client_id.as_bytes(),
         b"\n",
+        &hex,
     ] {
         string_to_sign.extend_from_slice(piece);
-    }
-    for byte in canonical_digest {
-        string_to_sign.push(DIGITS[usize::from(byte >> 4)]);
-        string_to_sign.push(DIGITS[usize::from(byte & 0x0F)]);
     }
     signing_key.mac(&string_to_sign)
 }
