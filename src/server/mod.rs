@@ -3,6 +3,7 @@
 //! limits, an idle h2 connection closed; graceful drain on shutdown.
 
 mod first_bytes;
+mod flat_writes;
 mod idle;
 pub mod tls;
 
@@ -26,6 +27,7 @@ use crate::config::Limits;
 use crate::proxy::forward::ProxyBody;
 use crate::timer::HyperTimer;
 use first_bytes::FirstBytes;
+use flat_writes::FlatWrites;
 use idle::{Activity, Drive, idle_h2, stop_signal};
 
 /// Per-connection facts a handler needs.
@@ -132,7 +134,7 @@ impl Listener {
                         Drive::new(
                             builder.serve_connection_with_upgrades(
                                 TokioIo::new(FirstBytes::new(
-                                    stream,
+                                    FlatWrites::new(stream),
                                     first_bytes_timeout,
                                     activity,
                                 )),
