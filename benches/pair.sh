@@ -68,8 +68,9 @@ side_port() { echo $((PORT + 2 * $1)); }
 side_bin() { [[ "${SIDES[$1]}" == *=* ]] && echo "${SIDES[$1]#*=}" || echo "$BIN"; }
 side_scheme() { local s=${SIDES[$1]%%=*}; echo "${s#keyward-}"; }
 
-# Per signed side and round: more distinct requests than its wrk can send in DURATION + 2 s (a replay is refused).
-PER_ROUND=$(((DURATION + 2) * 65000))
+# Per signed side and round: more distinct requests than its wrk sends from its start to the window's close (a
+# replay is refused, and fails the run).
+PER_ROUND=$(((DURATION + 5) * 65000))
 sign_round() { # I: $WORK/round$I.tsv, a round's signed GETs for side I (nothing for a bearer or nginx side)
   local i=$1 scheme
   scheme=$(side_scheme "$i")
@@ -106,12 +107,14 @@ start_side() { # I: start side I pinned to core 0; sets SIDE_PID[I]
   exit 1
 }
 
-ticks() { # PID: utime + stime of the process and its children (nginx's worker)
-  local p sum=0
+ticks() { # PID: "utime stime" of the process and its children (nginx's worker), in clock ticks
+  local p user=0 sys=0 u t
   for p in $1 $(pgrep -P "$1" || true); do
-    sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    read -r u t < <(awk '{ print $14, $15 }' "/proc/$p/stat")
+    user=$((user + u))
+    sys=$((sys + t))
   done
-  echo "$sum"
+  echo "$user $sys"
 }
 
 answered() { # I: requests side I has answered so far
@@ -155,15 +158,16 @@ for round in $(seq 0 $((ROUNDS - 1))); do
     warm+=("$!")
   done
   wait "${warm[@]}"
-  # Each load runs DURATION + 2 s. A signed side's wrk first reads its header file, so signed sides start
-  # first, and the other side once they answer; the window opens once both sides answer.
+  # A signed side's wrk first reads its header file (in wrk's own time), so signed sides start first and the
+  # other side once they answer; the window opens once both answer, and both loads are stopped (SIGINT: wrk
+  # then reports as at its end) as it closes.
   loads=()
   order=$([[ $((round % 2)) == 0 ]] && echo "0 1" || echo "1 0")
   for pass in signed other; do
     for i in $order; do
       [[ -f "$WORK/round$i.tsv" ]] && kind=signed || kind=other
       [[ "$kind" == "$pass" ]] || continue
-      load "$i" $((DURATION + 2)) >"$WORK/out$i" 2>&1 &
+      load "$i" $((DURATION + 40)) >"$WORK/out$i" 2>&1 &
       loads[i]=$!
     done
     for i in 0 1; do
@@ -181,9 +185,11 @@ for round in $(seq 0 $((ROUNDS - 1))); do
   sleep "$DURATION"
   t1=($(ticks "${SIDE_PID[0]}") $(ticks "${SIDE_PID[1]}"))
   c1=($(answered 0) $(answered 1))
+  # t0 and t1: side 0's user and system ticks, then side 1's.
   # Both loads must still be running at the window's close, or a side ran alone for part of it.
   for i in 0 1; do
     kill -0 "${loads[$i]}" 2>/dev/null || { echo "pair.sh: a load ended inside the window" >&2; exit 1; }
+    pkill -INT -P "${loads[$i]}" wrk || true
   done
   wait "${loads[@]}"
   line="round=$((round + 1))"
@@ -191,7 +197,7 @@ for round in $(seq 0 $((ROUNDS - 1))); do
     bad=$(sed -n 's/.*err_status=\([0-9]*\).*/\1/p' "$WORK/out$i")
     [[ -n "$bad" ]] || { echo "pair.sh: no result from side $((i + 1)) (see $WORK/out$i)" >&2; exit 1; }
     [[ "$bad" == 0 ]] || { echo "pair.sh: side $((i + 1)) refused $bad requests" >&2; exit 1; }
-    line+=" n$i=$((c1[i] - c0[i])) ticks$i=$((t1[i] - t0[i]))"
+    line+=" n$i=$((c1[i] - c0[i])) user$i=$((t1[2 * i] - t0[2 * i])) sys$i=$((t1[2 * i + 1] - t0[2 * i + 1]))"
   done
   echo "$line" >>"$WORK/rounds"
   echo "pair.sh: $line" >&2
@@ -202,15 +208,19 @@ python3 - "$WORK/rounds" "$CLK_TCK" "$DURATION" "${SIDES[0]}" "${SIDES[1]}" <<'E
 import statistics, sys
 path, clk, secs, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 rows = [dict(w.split("=", 1) for w in line.split()) for line in open(path)]
-us = lambda r, i: int(r[f"ticks{i}"]) / clk * 1e6 / int(r[f"n{i}"])
-print(f"| round | {a} req/s | {a} µs/req | {b} req/s | {b} µs/req | B / A |")
+us = lambda r, i, k: int(r[f"{k}{i}"]) / clk * 1e6 / int(r[f"n{i}"])
+total = lambda r, i: us(r, i, "user") + us(r, i, "sys")
+print(f"| round | {a} req/s | µs/req (user + sys) | {b} req/s | µs/req (user + sys) | B / A |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: |")
 ratios = []
 for r in rows:
-    ratios.append(us(r, 1) / us(r, 0))
-    print(f"| {r['round']} | {int(r['n0']) / secs:,.0f} | {us(r, 0):.2f} | {int(r['n1']) / secs:,.0f} "
-          f"| {us(r, 1):.2f} | {ratios[-1]:.3f} |")
+    ratios.append(total(r, 1) / total(r, 0))
+    cells = [f"{int(r[f'n{i}']) / secs:,.0f} | {total(r, i):.2f} ({us(r, i, 'user'):.2f} + {us(r, i, 'sys'):.2f})"
+             for i in (0, 1)]
+    print(f"| {r['round']} | {cells[0]} | {cells[1]} | {ratios[-1]:.3f} |")
+med = lambda i, k: statistics.median(us(r, i, k) for r in rows)
 lower = sum(x < 1 for x in ratios)
 print(f"\nB ({b}) over A ({a}), CPU per request: median {statistics.median(ratios):.3f} "
-      f"(range {min(ratios):.3f}-{max(ratios):.3f}); B lower in {lower} of {len(ratios)} rounds")
+      f"(range {min(ratios):.3f}-{max(ratios):.3f}); B lower in {lower} of {len(ratios)} rounds; "
+      f"median user + sys µs/req: A {med(0, 'user'):.2f} + {med(0, 'sys'):.2f}, B {med(1, 'user'):.2f} + {med(1, 'sys'):.2f}")
 EOF
