@@ -5,7 +5,8 @@
 //! notification hooks), where the `send` that `TcpStream::poll_write` makes goes straight to the socket. On
 //! this project's machine, over a loopback pair (a 162-byte response and its read per iteration, 300 000
 //! iterations), `writev` took about 0.15 µs more per call than `send`, with one buffer or with two; through
-//! the proxy it was 0.04–0.33 µs of CPU per request in 10 of 10 pairs (BENCHMARKS.md §1, "Plain writes").
+//! the proxy it was 0.04–0.33 µs of CPU per request in 10 of 10 pairs (BENCHMARKS.md §1, "responses sent with
+//! `send`").
 //!
 //! So a vector of at most [`FLATTEN_MAX`] bytes is copied into a per-thread buffer and sent with one `send`,
 //! a single buffer is sent as it is, and only a larger vector (a big body) keeps `writev`, where the copy
