@@ -21,8 +21,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Largest vector copied into one write: copying 4 KiB costs well under the 0.15 µs a `writev` adds.
-pub(super) const FLATTEN_MAX: usize = 4096;
+/// Largest vector copied into one write: copying 4 KiB of cached bytes takes tens of nanoseconds, less than
+/// the 0.15 µs a `writev` adds.
+const FLATTEN_MAX: usize = 4096;
 
 thread_local! {
     /// The copy of a small vector; per thread, so no connection holds a buffer of its own.
