@@ -5,19 +5,20 @@
 # the shared machine did in between: on this project's VM the kernel's cost of a proxied request moves by a
 # fifth from one minute to the next, which is more than most changes on the request path are worth. Here both
 # proxies run pinned to core 0, each loaded by its own wrk (-c32, core 1) through the harness's nginx upstream
-# (core 1), and over the same DURATION seconds, once both are under load, each side's CPU time (utime + stime of
-# its processes, /proc/PID/stat, kept by the scheduler) is divided by the requests it answered in that window
-# (Keyward's keyward_requests_total, nginx's stub_status, both read at the window's two ends: a wrk with a
-# large header file takes seconds to start, so wrk's own counts would not cover the same time). The two share the core at about half load
-# each, so the per-request figures are higher than the harness's saturated ones (fewer requests per wake-up);
-# what this measures is the ratio, and the sign of the difference round after round. Each round starts fresh
-# processes, and the rounds alternate which side's load starts first (a signed side always starts before a
-# bearer or nginx one: see the window below).
+# (core 1). Once both answer, a window of DURATION seconds opens: at its two ends each side's CPU time (utime
+# and stime of its processes, /proc/PID/stat, kept by the scheduler) and its count of answered requests
+# (Keyward's keyward_requests_total, nginx's stub_status) are read, and both loads are stopped (SIGINT: wrk
+# reports as at its end) as it closes. wrk's own counts would not do: a wrk with a large header file takes
+# seconds to start, so signed sides start first and the other side once they answer. The two share the core
+# at about half load each, so the per-request figures are higher than the harness's saturated ones (fewer
+# requests per wake-up); what this measures is the ratio, and the sign of the difference round after round.
+# Each round starts fresh processes and alternates which side starts first.
 #
 # SIDE: nginx-plain | keyward-bearer | keyward-rfc9421 | keyward-nws4; a Keyward side may name another build as
 # keyward-SCHEME=PATH (e.g. keyward-bearer=/tmp/keyward-before), to A/B a change. Signed sides get distinct
-# signed GETs (replay protection on), signed before the rounds with the bench key.
-# Needs nginx and wrk (.ci/run does not install them). Loopback only; bounded rounds and time.
+# signed GETs (replay protection on), signed with the bench key before each round. PAIR_KEEP=1 keeps the
+# work directory. Needs nginx (with stub_status) and wrk (.ci/run does not install them). Loopback only;
+# bounded rounds and time.
 # Usage: benches/pair.sh [--rounds N] [--duration S] SIDE_A SIDE_B   (defaults: 6 rounds of 6 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ while [[ $# -gt 2 ]]; do
     *) echo "pair.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-[[ $# -eq 2 ]] || { sed -n '2,18p' "$0" >&2; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,22p' "$0" >&2; exit 2; }
 SIDES=("$1" "$2")
 [[ "$ROUNDS" =~ ^[1-9][0-9]?$ && "$DURATION" =~ ^[1-9][0-9]?$ ]] || {
   echo "pair.sh: --rounds and --duration take 1 to 99" >&2
