@@ -50,13 +50,13 @@ done
 WORK=$(mktemp -d /tmp/keyward-pair.XXXXXX)
 PORT=${KEYWARD_BENCH_PORT:-18400}
 UP=$((PORT + 10))
-PIDS=()
+SIDE_PID=()
 bench_require pair.sh nginx wrk taskset
 stop_sides() {
   local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  PIDS=()
+  for p in "${SIDE_PID[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${SIDE_PID[@]}"; do wait "$p" 2>/dev/null || true; done
+  SIDE_PID=()
 }
 trap 'stop_sides; bench_cleanup ""; [[ -n "${PAIR_KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 
@@ -84,12 +84,11 @@ start_side() { # I: start side I pinned to core 0; sets SIDE_PID[I]
   local i=$1 port
   port=$(side_port "$i")
   if [[ "${SIDES[$i]}" == nginx-plain ]]; then
-    mkdir -p "$WORK/run/nginx$i" "$WORK/run/nginx$i/logs"
+    mkdir -p "$WORK/run/nginx$i/logs" "$WORK/run/nginx$i/run"
     sed -e "s#@WORK@#$WORK/run/nginx$i#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$port#g" \
       "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$WORK/nginx$i.conf"
     # Its request count, for the measured window, on the next port.
     sed -i '$ s#}$#    server { listen 127.0.0.1:'"$((port + 1))"'; location / { stub_status; } }\n}#' "$WORK/nginx$i.conf"
-    mkdir -p "$WORK/run/nginx$i/run"
     taskset -c 0 nginx -p "$WORK/run/nginx$i" -e "$WORK/logs/nginx$i.error.log" -c "$WORK/nginx$i.conf" \
       -g 'daemon off;' >"$WORK/logs/side$i.out" 2>&1 &
   else
@@ -98,7 +97,6 @@ start_side() { # I: start side I pinned to core 0; sets SIDE_PID[I]
     KEYWARD_CONFIG=$WORK/kw$i.toml taskset -c 0 "$(side_bin "$i")" serve >"$WORK/logs/side$i.out" 2>&1 &
   fi
   SIDE_PID[$i]=$!
-  PIDS+=("$!")
   local n
   for n in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0
@@ -143,7 +141,6 @@ load() { # I SECONDS: wrk on side I; a signed side sends its round's signed GETs
 }
 
 CLK_TCK=$(getconf CLK_TCK)
-SIDE_PID=()
 : >"$WORK/rounds"
 for round in $(seq 0 $((ROUNDS - 1))); do
   rm -f "$WORK"/round?.tsv
