@@ -6,8 +6,7 @@
 //! request, a third of the whole. Here the request's task writes the head and reads the response itself on a
 //! pooled `TcpStream`, and the response body ([`SocketBody`]) reads straight from the socket:
 //! - the request head is encoded once (origin-form target, the headers as they are after sanitizing) and sent
-//!   in one write, after one yield to the runtime so that the writes of a scheduler pass go out together (see
-//!   `send_head`);
+//!   in one write, together with the other heads of the scheduler pass ([`write_batch`]);
 //! - the response head is parsed with `httparse` (at most [`MAX_HEADERS`] fields and [`MAX_HEAD`] bytes);
 //!   `1xx` interim responses are skipped; a `101` that was never asked for is an invalid response;
 //! - the body's framing follows RFC 9112 §6.3: none after `HEAD`, `204` and `304`; `Transfer-Encoding` with
@@ -36,7 +35,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::forward::{BoxError, ProxyBody};
@@ -44,6 +43,7 @@ use super::headers::{AddedFields, HopByHop, connection_named, write_field};
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 
 mod names;
+mod write_batch;
 
 /// Most fields accepted in a response head (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
@@ -81,44 +81,29 @@ pub(super) fn send<'p>(
 
 async fn send_head(
     pool: &Arc<H1Pool>,
-    wire: Vec<u8>,
+    mut wire: Vec<u8>,
     head_request: bool,
 ) -> Result<Response<UpstreamBody>, PoolError> {
-    // Let the other connections with a request ready run first, so this pass's upstream writes go out
-    // together (as they did from hyper's connection tasks). Written one at a time between reads, each write
-    // found the upstream idle and woke it on its own: measured, 1.5 µs more kernel time per request, as much
-    // as the user time this exchange saves (BENCHMARKS.md §1).
-    Requeue(false).await;
     while let Some((stream, buf)) = pool.checkout_stream() {
-        match exchange(pool, stream, buf, &wire, head_request, true).await {
+        let (unsent, written) = write_batch::write(stream, wire).await;
+        wire = unsent;
+        let attempt = match written {
+            Ok(stream) => read_response(pool, stream, buf, head_request, true).await,
+            Err(e) => Err(Attempt::io(e, true, true)),
+        };
+        match attempt {
             Err(Attempt::Stale) => continue,
             other => return other.map_err(Attempt::into_error),
         }
     }
     let stream = pool.dial().await?;
-    exchange(pool, stream, BytesMut::new(), &wire, head_request, false)
+    let stream = write_batch::write(stream, wire)
+        .await
+        .1
+        .map_err(PoolError::Io)?;
+    read_response(pool, stream, BytesMut::new(), head_request, false)
         .await
         .map_err(Attempt::into_error)
-}
-
-/// Goes to the back of the run queue once: the tasks already woken run before this one goes on.
-///
-/// Not `tokio::task::yield_now`, which defers the task until the runtime has next polled the I/O driver: a
-/// task that is the only one ready (a lightly loaded proxy) then paid an `epoll_wait` that found nothing
-/// before its upstream write. Waking itself puts the task behind those already queued and no further.
-struct Requeue(bool);
-
-impl Future for Requeue {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 /// Why one attempt failed.
@@ -129,6 +114,15 @@ enum Attempt {
 }
 
 impl Attempt {
+    /// An I/O failure: a pooled (`reused`) connection's close or reset before any response byte is stale.
+    fn io(e: io::Error, reused: bool, before_response: bool) -> Self {
+        if reused && before_response && closed_by_peer(&e) {
+            Self::Stale
+        } else {
+            Self::Failed(PoolError::Io(e))
+        }
+    }
+
     fn into_error(self) -> PoolError {
         match self {
             Self::Stale => PoolError::Io(io::Error::new(
@@ -164,28 +158,17 @@ pub fn encode_head(req: &Request<ProxyBody>, added: Option<&AddedFields<'_>>) ->
     out
 }
 
-/// One request and response head on `stream`; the body is left to [`SocketBody`]. The response is read into
-/// `buf`: what was left unused of the buffer the connection's last response was read into, so that a
-/// connection's responses share one allocation (reclaimed in place by `BytesMut::reserve` once the earlier
+/// The response head to the request just written on `stream`; the body is left to [`SocketBody`]. The response
+/// is read into `buf`: what was left unused of the buffer the connection's last response was read into, so that
+/// a connection's responses share one allocation (reclaimed in place by `BytesMut::reserve` once the earlier
 /// responses are dropped) rather than make a 16 KiB one each (about 500 instructions with its free).
-async fn exchange(
+async fn read_response(
     pool: &Arc<H1Pool>,
     mut stream: TcpStream,
     mut buf: BytesMut,
-    wire: &[u8],
     head_request: bool,
     reused: bool,
 ) -> Result<Response<UpstreamBody>, Attempt> {
-    let io_failure = |e: io::Error, before_response: bool| {
-        if reused && before_response && closed_by_peer(&e) {
-            Attempt::Stale
-        } else {
-            Attempt::Failed(PoolError::Io(e))
-        }
-    };
-    if let Err(e) = stream.write_all(wire).await {
-        return Err(io_failure(e, true));
-    }
     let mut received = false;
     let head = loop {
         if let Some(head) = parse_head(&mut buf, head_request).map_err(Attempt::Failed)? {
@@ -206,7 +189,7 @@ async fn exchange(
                 ))));
             }
             Ok(_) => received = true,
-            Err(e) => return Err(io_failure(e, !received)),
+            Err(e) => return Err(Attempt::io(e, reused, !received)),
         }
     };
     let mut body = SocketBody {
@@ -650,6 +633,7 @@ mod tests {
     use std::time::Duration;
 
     use http_body_util::{BodyExt, Empty};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     use super::*;
@@ -665,7 +649,7 @@ mod tests {
             let (a, b) = (Arc::clone(&order), Arc::clone(&order));
             let first = tokio::spawn(async move {
                 a.lock().unwrap().push("a before");
-                Requeue(false).await;
+                write_batch::Requeue(false).await;
                 a.lock().unwrap().push("a after");
             });
             let second = tokio::spawn(async move { b.lock().unwrap().push("b") });
