@@ -638,27 +638,6 @@ mod tests {
 
     use super::*;
 
-    /// A requeued task runs again after the tasks already woken, and before nothing else.
-    #[test]
-    fn requeue_lets_the_tasks_already_woken_run_first() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        rt.block_on(async {
-            let (a, b) = (Arc::clone(&order), Arc::clone(&order));
-            let first = tokio::spawn(async move {
-                a.lock().unwrap().push("a before");
-                write_batch::Requeue(false).await;
-                a.lock().unwrap().push("a after");
-            });
-            let second = tokio::spawn(async move { b.lock().unwrap().push("b") });
-            first.await.unwrap();
-            second.await.unwrap();
-        });
-        assert_eq!(*order.lock().unwrap(), ["a before", "b", "a after"]);
-    }
-
     /// What a scripted upstream answers to its `n`th request (counted over all connections), and whether it
     /// closes the connection after answering.
     type Script = fn(usize) -> (&'static [u8], bool);

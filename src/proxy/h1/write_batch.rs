@@ -273,6 +273,24 @@ mod tests {
             .unwrap()
     }
 
+    /// A requeued task runs again after the tasks already woken, and before nothing else.
+    #[test]
+    fn requeue_lets_the_tasks_already_woken_run_first() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        current_thread().block_on(async {
+            let (a, b) = (Arc::clone(&order), Arc::clone(&order));
+            let first = tokio::spawn(async move {
+                a.lock().unwrap().push("a before");
+                Requeue(false).await;
+                a.lock().unwrap().push("a after");
+            });
+            let second = tokio::spawn(async move { b.lock().unwrap().push("b") });
+            first.await.unwrap();
+            second.await.unwrap();
+        });
+        assert_eq!(*order.lock().unwrap(), ["a before", "b", "a after"]);
+    }
+
     /// Heads written through a batch arrive whole, and each task gets its stream back.
     #[test]
     fn the_heads_of_a_pass_are_written_by_its_first_task() {
