@@ -27,14 +27,7 @@ thread_local! {
 /// Write `wire` on `stream` with the pass's other upstream heads; the stream comes back once the head is sent,
 /// and `wire` in any case (to be sent again on another connection if this one turns out closed).
 pub(super) async fn write(stream: TcpStream, wire: Vec<u8>) -> (Vec<u8>, io::Result<TcpStream>) {
-    let queued = Arc::new(Queued {
-        inner: Mutex::new(Inner {
-            stream: Some(stream),
-            wire,
-            written: 0,
-            state: State::Waiting(None),
-        }),
-    });
+    let queued = Queued::new(stream, wire);
     // Declared in this order so that an abandoned request cancels its own head before its leader's drop
     // flushes the others.
     let mut leader = join(&queued);
@@ -135,6 +128,17 @@ enum State {
 }
 
 impl Queued {
+    fn new(stream: TcpStream, wire: Vec<u8>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                stream: Some(stream),
+                wire,
+                written: 0,
+                state: State::Waiting(None),
+            }),
+        })
+    }
+
     /// Called by the flush: write the head without waiting; what is not written goes back to the task.
     fn send(&self) {
         let waker = {
@@ -223,6 +227,13 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    /// Two connected pairs, as [`pairs`] makes them.
+    async fn two_pairs() -> (TcpStream, TcpStream, Vec<tokio::task::JoinHandle<Vec<u8>>>) {
+        let (near, far) = pairs(2).await;
+        let mut near = near.into_iter();
+        (near.next().unwrap(), near.next().unwrap(), far)
+    }
 
     /// `n` connected pairs: the near ends, and a task per far end that answers `ok` to the first bytes it reads
     /// (a task waits for its response after its head is sent) and returns everything read once the near end
@@ -322,26 +333,10 @@ mod tests {
     #[test]
     fn a_head_waits_for_the_flush() {
         current_thread().block_on(async {
-            let (near, far) = pairs(2).await;
-            let mut near = near.into_iter();
-            let (a, b) = (near.next().unwrap(), near.next().unwrap());
-            let queued = Arc::new(Queued {
-                inner: Mutex::new(Inner {
-                    stream: Some(b),
-                    wire: b"member".to_vec(),
-                    written: 0,
-                    state: State::Waiting(None),
-                }),
-            });
-            let mut leader = join(&Arc::new(Queued {
-                inner: Mutex::new(Inner {
-                    stream: Some(a),
-                    wire: b"leader".to_vec(),
-                    written: 0,
-                    state: State::Waiting(None),
-                }),
-            }))
-            .expect("the first head opens a batch");
+            let (a, b, far) = two_pairs().await;
+            let queued = Queued::new(b, b"member".to_vec());
+            let mut leader =
+                join(&Queued::new(a, b"leader".to_vec())).expect("the first head opens a batch");
             assert!(join(&queued).is_none(), "the second joins it");
             assert_eq!(lock(&queued.inner).written, 0);
             leader.flush();
@@ -362,9 +357,7 @@ mod tests {
     #[test]
     fn an_abandoned_first_task_flushes_the_others() {
         current_thread().block_on(async {
-            let (near, far) = pairs(2).await;
-            let mut near = near.into_iter();
-            let (a, b) = (near.next().unwrap(), near.next().unwrap());
+            let (a, b, far) = two_pairs().await;
             let first = tokio::spawn(async move {
                 // Polled once: it opens the batch and asks to run again after the tasks already woken.
                 let mut abandoned = Box::pin(write(a, b"abandoned".to_vec()));
