@@ -170,7 +170,9 @@ impl Queued {
         let inner = &mut *guard;
         if let (State::Waiting(waker), Some(stream)) = (&mut inner.state, inner.stream.as_ref()) {
             if stream.poll_read_ready(cx).is_pending() {
-                *waker = Some(cx.waker().clone());
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
         }
@@ -227,6 +229,15 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    /// What each far end read, in order.
+    async fn received(far: Vec<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        for end in far {
+            all.push(end.await.unwrap());
+        }
+        all
+    }
 
     /// Two connected pairs, as [`pairs`] makes them.
     async fn two_pairs() -> (TcpStream, TcpStream, Vec<tokio::task::JoinHandle<Vec<u8>>>) {
@@ -347,9 +358,7 @@ mod tests {
             );
             drop(leader);
             drop(queued);
-            let mut far = far.into_iter();
-            assert_eq!(far.next().unwrap().await.unwrap(), b"leader");
-            assert_eq!(far.next().unwrap().await.unwrap(), b"member");
+            assert_eq!(received(far).await, [&b"leader"[..], b"member"]);
         });
     }
 
@@ -377,9 +386,7 @@ mod tests {
                 within(second).await,
                 "the second head was written by the abandoned task's flush"
             );
-            let mut far = far.into_iter();
-            assert_eq!(far.next().unwrap().await.unwrap(), b"");
-            assert_eq!(far.next().unwrap().await.unwrap(), b"member");
+            assert_eq!(received(far).await, [&b""[..], b"member"]);
         });
     }
 
