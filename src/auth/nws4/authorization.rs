@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use arrayvec::ArrayString;
 use chrono::{DateTime, NaiveDate, Utc};
 use percent_encoding::utf8_percent_encode;
 use smallvec::SmallVec;
@@ -25,9 +26,9 @@ const MAX_CLIENT_ID_LEN: usize = 256;
 /// `Debug` never shows the signature (STYLE.md: no signature in `Debug`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Nws4Credentials {
-    /// `Credential`, then the decoded `SignedHeaders`, then the decoded `Timestamp`: one allocation for the
-    /// three, split at `id_end` and `list_end`.
-    text: String,
+    /// `Credential`, then the decoded `SignedHeaders`, then the decoded `Timestamp`: one text for the three,
+    /// split at `id_end` and `list_end`, kept inline when it fits (every usual header).
+    text: CredentialText,
     id_end: usize,
     list_end: usize,
     signed_at: DateTime<Utc>,
@@ -59,45 +60,42 @@ impl Nws4Credentials {
     /// Parses the text after `NWS4-HMAC-SHA256 ` (for callers that already split off the scheme at the
     /// first space); same rules as [`Nws4Credentials::parse`].
     pub fn parse_params(params: &str) -> Result<Self, Nws4Error> {
-        // Decoded on the stack: the usual header is about 240 bytes; a longer one (up to the request-head
-        // limit) is decoded on the heap.
-        let mut on_stack = [0u8; 512];
+        // Decoded on the stack: the parameters into the first half of the room, then `SignedHeaders` and
+        // `Timestamp`, decoded once more (§7.3), into the second (decoding never lengthens, so each half is
+        // long enough). The usual header is about 240 bytes; a longer one (up to the request-head limit) is
+        // decoded on the heap.
+        let mut on_stack = [0u8; 768];
         let mut on_heap = Vec::new();
-        let room = match on_stack.get_mut(..params.len()) {
+        let room = match on_stack.get_mut(..2 * params.len()) {
             Some(room) => room,
             None => {
-                on_heap.resize(params.len(), 0);
+                on_heap.resize(2 * params.len(), 0);
                 &mut on_heap[..]
             }
         };
-        let decoded = form::decode_to_slice(params.as_bytes(), room);
-        let params = std::str::from_utf8(&room[..decoded])
+        let (first, spare) = room.split_at_mut(params.len());
+        let decoded = form::decode_to_slice(params.as_bytes(), first);
+        let params = std::str::from_utf8(&first[..decoded])
             .map_err(|_| Nws4Error::Malformed("not UTF-8 after decoding"))?;
         let (client_id, signed_headers, timestamp, signature) = split_params(params)?;
         check_client_id(client_id)?;
 
-        let mut text = Vec::with_capacity(client_id.len() + signed_headers.len() + timestamp.len());
-        text.extend_from_slice(client_id.as_bytes());
-        let id_end = text.len();
-        // `SignedHeaders`, decoded once more (§7.3) and lower-cased in place: ASCII only, no locale-dependent
-        // case mapping (§7.11).
-        form::decode_into(signed_headers.as_bytes(), &mut text);
-        text[id_end..].make_ascii_lowercase();
-        let list = std::str::from_utf8(&text[id_end..])
+        // The names are lower-cased in place: ASCII only, no locale-dependent case mapping (§7.11).
+        let list_len = form::decode_to_slice(signed_headers.as_bytes(), spare);
+        let (list, spare) = spare.split_at_mut(list_len);
+        list.make_ascii_lowercase();
+        let list = std::str::from_utf8(list)
             .map_err(|_| Nws4Error::Malformed("SignedHeaders is not UTF-8"))?;
         check_signed_headers(&SignedHeaders(list).split())?;
-        let list_end = text.len();
-        form::decode_into(timestamp.as_bytes(), &mut text);
-        let signed_at = std::str::from_utf8(&text[list_end..])
-            .map_err(|_| Nws4Error::BadTimestamp)
-            .and_then(parse_timestamp)?;
+        let timestamp_len = form::decode_to_slice(timestamp.as_bytes(), spare);
+        let timestamp =
+            std::str::from_utf8(&spare[..timestamp_len]).map_err(|_| Nws4Error::BadTimestamp)?;
+        let signed_at = parse_timestamp(timestamp)?;
         let signature = parse_signature(signature)?;
-        let text = String::from_utf8(text)
-            .map_err(|_| Nws4Error::Malformed("not UTF-8 after decoding"))?;
         Ok(Self {
-            text,
-            id_end,
-            list_end,
+            text: CredentialText::of([client_id, list, timestamp]),
+            id_end: client_id.len(),
+            list_end: client_id.len() + list.len(),
             signed_at,
             signature,
         })
@@ -105,17 +103,17 @@ impl Nws4Credentials {
 
     /// The `Credential` parameter: the client id ("public key") used to look up the secret.
     pub fn client_id(&self) -> &str {
-        &self.text[..self.id_end]
+        &self.text.as_str()[..self.id_end]
     }
 
     /// The `SignedHeaders` names: lower-cased, unique tokens, in the order the client listed them.
     pub fn signed_headers(&self) -> SignedHeaders<'_> {
-        SignedHeaders(&self.text[self.id_end..self.list_end])
+        SignedHeaders(&self.text.as_str()[self.id_end..self.list_end])
     }
 
     /// The `Timestamp` parameter, verbatim: `yyyy-MM-ddTHH:mm:ss.fffZ` (§7.5).
     pub fn timestamp(&self) -> &str {
-        &self.text[self.list_end..]
+        &self.text.as_str()[self.list_end..]
     }
 
     /// The instant the `Timestamp` parameter names.
@@ -133,13 +131,46 @@ impl Nws4Credentials {
     pub(super) fn with_signed_headers(self, names: &[&str]) -> Result<Self, Nws4Error> {
         let list = names.join(";");
         check_signed_headers(&SignedHeaders(&list).split())?;
-        let text = format!("{}{list}{}", self.client_id(), self.timestamp());
+        let text = CredentialText::of([self.client_id(), &list, self.timestamp()]);
         Ok(Self {
             id_end: self.id_end,
             list_end: self.id_end + list.len(),
             text,
             ..self
         })
+    }
+}
+
+/// Bytes of [`Nws4Credentials`]' text kept inline: a 40-character client id, 120 bytes of signed header
+/// names and the timestamp fit.
+const INLINE_TEXT: usize = 184;
+
+/// The credentials' text: inline up to [`INLINE_TEXT`] bytes (no allocation per request), on the heap beyond.
+#[derive(Clone, PartialEq, Eq)]
+enum CredentialText {
+    Inline(ArrayString<INLINE_TEXT>),
+    Heap(String),
+}
+
+// === impl CredentialText ===
+
+impl CredentialText {
+    /// The parts, concatenated.
+    fn of(parts: [&str; 3]) -> Self {
+        let mut inline = ArrayString::new();
+        for part in parts {
+            if inline.try_push_str(part).is_err() {
+                return Self::Heap(parts.concat());
+            }
+        }
+        Self::Inline(inline)
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Inline(text) => text,
+            Self::Heap(text) => text,
+        }
     }
 }
 

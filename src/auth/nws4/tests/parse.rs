@@ -50,6 +50,27 @@ fn parses_every_escaping_style() {
 }
 
 #[test]
+fn long_credentials_parse_whole_past_the_inline_text_and_stack_room() {
+    let names: Vec<String> = (0..60).map(|i| format!("x-h{i:02}")).collect();
+    // A 150-character id: the text spills to the heap, the decoding stays on the stack; 256 characters and 60
+    // names: both on the heap.
+    for (id_len, list) in [(150, &names[..3]), (256, &names[..])] {
+        let id = "a".repeat(id_len);
+        let value = UPPER
+            .replace("d948ec22e47790caacce234b792a0f117d85c365", &id)
+            .replace(
+                "accept%253Bcontent-type%253Bhost%253Bx-nd-content-sha256%253Bx-nd-date",
+                &list.join("%253B"),
+            );
+        let creds = Nws4Credentials::parse(&value).unwrap();
+        assert_eq!(creds.client_id(), id);
+        assert_eq!(creds.signed_headers().iter().collect::<Vec<_>>(), list);
+        assert_eq!(creds.timestamp(), "2023-05-30T13:17:01.992Z");
+        assert_eq!(hex::encode(creds.signature()), SIG);
+    }
+}
+
+#[test]
 fn plus_decodes_to_space_like_webutility() {
     // `+` is a space (§7.3), so a `+` inside the list yields an invalid header name.
     let value = UPPER.replace("accept%253B", "accept%253B+");
