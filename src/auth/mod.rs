@@ -65,6 +65,8 @@ pub struct RequestView<'a> {
     pub authority: &'a str,
     /// Whether the request has a body.
     pub has_body: bool,
+    /// When the request was received: the replay window's clock, so verifying reads no clock of its own.
+    pub received: std::time::Instant,
 }
 
 /// The credential a request carries, before verification.

@@ -5,8 +5,6 @@
 //! An unknown client id is verified against a dummy secret, so every policy error a client can see is the same
 //! whether or not the key exists; only a proven signature learns the key's state.
 
-use std::time::Instant;
-
 use chrono::{DateTime, Utc};
 
 use super::nws4::{self, Nws4Credentials, Nws4Error, Nws4Request};
@@ -73,7 +71,7 @@ pub fn nws4(
     })?;
     let entry = entry.ok_or(UNKNOWN_KEY)?;
     let principal = auth.admit(entry, Scheme::Nws4, now)?;
-    remember(auth, &principal.entry.key.id, b'n', creds.signature())?;
+    remember(auth, req, &principal.entry.key.id, b'n', creds.signature())?;
     Ok(Authenticated {
         principal,
         body_check: Some(BodyCheck::Sha256(verified.content_sha256)),
@@ -126,8 +124,8 @@ pub fn rfc9421(
     let entry = entry.ok_or(UNKNOWN_KEY)?;
     let principal = auth.admit(entry, Scheme::Rfc9421, now)?;
     match parsed.nonce() {
-        Some(nonce) => remember(auth, &principal.entry.key.id, b'N', nonce.as_bytes())?,
-        None => remember(auth, &principal.entry.key.id, b'r', parsed.signature())?,
+        Some(nonce) => remember(auth, req, &principal.entry.key.id, b'N', nonce.as_bytes())?,
+        None => remember(auth, req, &principal.entry.key.id, b'r', parsed.signature())?,
     }
     let body_check = verified.content_digest.map(BodyCheck::ContentDigest);
     Ok(Authenticated {
@@ -136,15 +134,19 @@ pub fn rfc9421(
     })
 }
 
-/// Record a verified signature (or nonce) in the replay window; tags keep the schemes' tokens apart.
-fn remember(auth: &Authenticator, key_id: &str, tag: u8, token: &[u8]) -> Result<(), AuthFailure> {
+/// Record a verified signature (or nonce) in the replay window, as of the request's arrival; tags keep the
+/// schemes' tokens apart.
+fn remember(
+    auth: &Authenticator,
+    req: &RequestView<'_>,
+    key_id: &str,
+    tag: u8,
+    token: &[u8],
+) -> Result<(), AuthFailure> {
     let mut tagged: smallvec::SmallVec<[u8; 72]> = smallvec::SmallVec::new();
     tagged.push(tag);
     tagged.extend_from_slice(token);
-    match auth
-        .replay
-        .check_and_insert(key_id, &tagged, Instant::now())
-    {
+    match auth.replay.check_and_insert(key_id, &tagged, req.received) {
         Ok(()) => Ok(()),
         Err(Replay::Seen) => Err(REPLAYED),
         Err(Replay::Full) => Err(REPLAY_FULL),

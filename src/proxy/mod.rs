@@ -48,6 +48,9 @@ struct Trace<'a> {
     scheme: &'static str,
     key_id: Option<Arc<crate::keys::cache::KeyEntry>>,
     reason: &'static str,
+    /// When the upstream's response head was in: the end of both the upstream's and the request's duration
+    /// (one clock read for the two).
+    answered: Option<Instant>,
 }
 
 // === impl ProxyState ===
@@ -113,7 +116,7 @@ pub fn handle(
             scheme: "none",
             ..Trace::default()
         };
-        let result = pipeline(&state, conn, req, &request_id, &mut trace).await;
+        let result = pipeline(&state, conn, req, started, &request_id, &mut trace).await;
         let mut response = match result {
             Ok(r) => r,
             Err(e) => {
@@ -139,7 +142,10 @@ pub fn handle(
             }
         };
         let status = response.status().as_u16();
-        let elapsed = started.elapsed();
+        let elapsed = trace
+            .answered
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(started);
         let route = if trace.route.is_empty() {
             "unmatched"
         } else {
@@ -193,6 +199,7 @@ fn pipeline<'s>(
     state: &'s ProxyState,
     conn: ConnInfo,
     mut req: Request<Incoming>,
+    received: Instant,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Error>> {
@@ -205,7 +212,7 @@ fn pipeline<'s>(
         let (route_index, rule) = state.routes.find_indexed(req.method(), req.uri().path());
         trace.route = &rule.name;
         trace.route_index = Some(route_index);
-        let principal = authenticate(state, conn, &req, rule, declared, trace)?;
+        let principal = authenticate(state, conn, &req, received, rule, declared, trace)?;
         let upgrade =
             req.headers().contains_key(header::UPGRADE) && req.version() == http::Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -271,10 +278,12 @@ fn pipeline<'s>(
                 entry.credentials.retire(token);
             }
         }
+        let answered = Instant::now();
+        trace.answered = Some(answered);
         state
             .metrics
             .upstream_duration
-            .observe(sent.elapsed().as_secs_f64());
+            .observe(answered.saturating_duration_since(sent).as_secs_f64());
         if let (Some(client), true) = (
             client_upgrade,
             response.status() == http::StatusCode::SWITCHING_PROTOCOLS,
@@ -312,6 +321,7 @@ fn authenticate<'s>(
     state: &'s ProxyState,
     conn: ConnInfo,
     req: &Request<Incoming>,
+    received: Instant,
     rule: &Rule,
     declared: Option<u64>,
     trace: &mut Trace<'s>,
@@ -328,6 +338,7 @@ fn authenticate<'s>(
         authority,
         has_body: declared.is_some_and(|n| n > 0)
             || (declared.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING)),
+        received,
     };
     let authenticated = state
         .auth
