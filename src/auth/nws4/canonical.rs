@@ -1,5 +1,6 @@
 //! NWS4 canonicalisation (NWS4.md §1.2, §1.3): path, query, header block, string to sign and signing key.
 
+use arrayvec::ArrayVec;
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
@@ -127,12 +128,42 @@ impl Sink for String {
     }
 }
 
-/// A canonical request of a usual GET (three signed headers) is about 250 bytes; longer ones spill to the heap.
-type CanonicalBuffer = smallvec::SmallVec<[u8; 512]>;
+/// Bytes written on the stack, moved to the heap only past 512: a canonical request of a usual GET (three
+/// signed headers) is about 250 bytes, a string to sign at most 364. One copy per piece (`SmallVec`'s append,
+/// an insert at the end, also moved the zero bytes after it: a second call into the C library per piece).
+#[derive(Default)]
+struct StackBuffer {
+    stack: ArrayVec<u8, 512>,
+    heap: Vec<u8>,
+}
 
-impl Sink for CanonicalBuffer {
+// === impl StackBuffer ===
+
+impl StackBuffer {
+    /// Everything written so far.
+    fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack
+        } else {
+            &self.heap
+        }
+    }
+
+    fn put_bytes(&mut self, piece: &[u8]) {
+        if self.heap.is_empty() {
+            if self.stack.try_extend_from_slice(piece).is_ok() {
+                return;
+            }
+            self.heap.reserve(self.stack.len() + piece.len());
+            self.heap.extend_from_slice(&self.stack);
+        }
+        self.heap.extend_from_slice(piece);
+    }
+}
+
+impl Sink for StackBuffer {
     fn put(&mut self, piece: &str) {
-        self.extend_from_slice(piece.as_bytes());
+        self.put_bytes(piece.as_bytes());
     }
 }
 
@@ -222,7 +253,7 @@ pub(super) fn canonical_digest<N: AsRef<str>, V: AsRef<str>>(
     headers: &[(N, V)],
     payload_hash_hex: &str,
 ) -> [u8; 32] {
-    let mut canonical = CanonicalBuffer::new();
+    let mut canonical = StackBuffer::default();
     write_canonical(
         &mut canonical,
         method,
@@ -231,7 +262,7 @@ pub(super) fn canonical_digest<N: AsRef<str>, V: AsRef<str>>(
         headers,
         payload_hash_hex,
     );
-    Sha256::digest(&canonical).into()
+    Sha256::digest(canonical.as_bytes()).into()
 }
 
 /// The signature (§1.3) for a canonical-request digest: the string to sign is written out on the stack and
@@ -245,7 +276,7 @@ pub(super) fn signature_for_digest(
     let mut hex = [0u8; 64];
     // Invariant: 32 bytes always fit 64 hex characters.
     let _ = hex::encode_to_slice(canonical_digest, &mut hex);
-    let mut string_to_sign: smallvec::SmallVec<[u8; 256]> = smallvec::SmallVec::new();
+    let mut string_to_sign = StackBuffer::default();
     for piece in [
         SCHEME.as_bytes(),
         b"\n",
@@ -255,9 +286,9 @@ pub(super) fn signature_for_digest(
         b"\n",
         &hex,
     ] {
-        string_to_sign.extend_from_slice(piece);
+        string_to_sign.put_bytes(piece);
     }
-    signing_key.mac(&string_to_sign)
+    signing_key.mac(string_to_sign.as_bytes())
 }
 
 /// The canonical request (§1.2): six fields joined by `\n`, no trailing newline.

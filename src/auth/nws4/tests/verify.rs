@@ -48,6 +48,25 @@ fn sign_then_verify_round_trips() {
 }
 
 #[test]
+fn long_canonical_requests_verify_past_the_stack_buffer() {
+    // The verifier writes the canonical request on the stack up to 512 bytes, then on the heap: a long path
+    // spills in one piece, many short header lines one piece at a time.
+    let long_path = format!("http://example.com/{}", "segment/".repeat(80));
+    let names: Vec<String> = (0..40).map(|i| format!("X-Extra-{i:02}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "value")).collect();
+    for (url, given) in [
+        (long_path.as_str(), &[][..]),
+        ("http://example.com/x", &many[..]),
+    ] {
+        let signed = Signed::new(Method::GET, url, given, b"", KEYS, TS);
+        assert!(signed.verify_at(KEYS.1, TS).is_ok(), "{url}");
+        let mut tampered = signed;
+        flip_signature(&mut tampered);
+        assert!(tampered.verify_at(KEYS.1, TS).is_err(), "{url}");
+    }
+}
+
+#[test]
 fn signer_host_is_lower_case_without_default_port() {
     for (url, host) in [
         ("http://Example.COM:80/x", "example.com"),
