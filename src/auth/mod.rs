@@ -11,6 +11,7 @@ pub mod prekeyed;
 pub mod replay;
 pub mod signature;
 pub mod signed;
+mod stack_buffer;
 
 use std::borrow::Cow;
 use std::sync::Arc;

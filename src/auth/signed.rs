@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::nws4::{self, Nws4Credentials, Nws4Error, Nws4Request};
 use super::replay::Replay;
 use super::signature::{self, SignatureError, SignaturePolicy, SignatureRequest};
+use super::stack_buffer::StackBuffer;
 use super::{Authenticated, Authenticator, BodyCheck, RequestView};
 use crate::config::Scheme;
 use crate::error::AuthFailure;
@@ -143,10 +144,13 @@ fn remember(
     tag: u8,
     token: &[u8],
 ) -> Result<(), AuthFailure> {
-    let mut tagged: smallvec::SmallVec<[u8; 72]> = smallvec::SmallVec::new();
-    tagged.push(tag);
-    tagged.extend_from_slice(token);
-    match auth.replay.check_and_insert(key_id, &tagged, req.received) {
+    let mut tagged = StackBuffer::<72>::default();
+    tagged.put(&[tag]);
+    tagged.put(token);
+    match auth
+        .replay
+        .check_and_insert(key_id, tagged.as_bytes(), req.received)
+    {
         Ok(()) => Ok(()),
         Err(Replay::Seen) => Err(REPLAYED),
         Err(Replay::Full) => Err(REPLAY_FULL),

@@ -1,12 +1,12 @@
 //! NWS4 canonicalisation (NWS4.md §1.2, §1.3): path, query, header block, string to sign and signing key.
 
-use arrayvec::ArrayVec;
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 use super::SCHEME;
 use crate::auth::prekeyed::PrekeyedHmac;
+use crate::auth::stack_buffer::StackBuffer;
 
 /// RFC 3986 unreserved characters stay; everything else is `%XX` with upper-case hex (§1.2 query, §1.4 PHP `E`).
 pub(super) const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
@@ -128,42 +128,13 @@ impl Sink for String {
     }
 }
 
-/// Bytes written on the stack, moved to the heap only past 512: a canonical request of a usual GET (three
-/// signed headers) is about 250 bytes, a string to sign at most 364. One copy per piece (`SmallVec`'s append,
-/// an insert at the end, also moved the zero bytes after it: a second call into the C library per piece).
-#[derive(Default)]
-struct StackBuffer {
-    stack: ArrayVec<u8, 512>,
-    heap: Vec<u8>,
-}
+/// A canonical request of a usual GET (three signed headers) is about 250 bytes, a string to sign at most 364:
+/// both are written on the stack.
+type CanonicalBuffer = StackBuffer<512>;
 
-// === impl StackBuffer ===
-
-impl StackBuffer {
-    /// Everything written so far.
-    fn as_bytes(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.stack
-        } else {
-            &self.heap
-        }
-    }
-
-    fn put_bytes(&mut self, piece: &[u8]) {
-        if self.heap.is_empty() {
-            if self.stack.try_extend_from_slice(piece).is_ok() {
-                return;
-            }
-            self.heap.reserve(self.stack.len() + piece.len());
-            self.heap.extend_from_slice(&self.stack);
-        }
-        self.heap.extend_from_slice(piece);
-    }
-}
-
-impl Sink for StackBuffer {
+impl Sink for CanonicalBuffer {
     fn put(&mut self, piece: &str) {
-        self.put_bytes(piece.as_bytes());
+        StackBuffer::put(self, piece.as_bytes());
     }
 }
 
@@ -253,7 +224,7 @@ pub(super) fn canonical_digest<N: AsRef<str>, V: AsRef<str>>(
     headers: &[(N, V)],
     payload_hash_hex: &str,
 ) -> [u8; 32] {
-    let mut canonical = StackBuffer::default();
+    let mut canonical = CanonicalBuffer::default();
     write_canonical(
         &mut canonical,
         method,
@@ -276,7 +247,7 @@ pub(super) fn signature_for_digest(
     let mut hex = [0u8; 64];
     // Invariant: 32 bytes always fit 64 hex characters.
     let _ = hex::encode_to_slice(canonical_digest, &mut hex);
-    let mut string_to_sign = StackBuffer::default();
+    let mut string_to_sign = CanonicalBuffer::default();
     for piece in [
         SCHEME.as_bytes(),
         b"\n",
@@ -286,7 +257,7 @@ pub(super) fn signature_for_digest(
         b"\n",
         &hex,
     ] {
-        string_to_sign.put_bytes(piece);
+        StackBuffer::put(&mut string_to_sign, piece);
     }
     signing_key.mac(string_to_sign.as_bytes())
 }
