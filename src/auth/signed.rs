@@ -5,6 +5,8 @@
 //! An unknown client id is verified against a dummy secret, so every policy error a client can see is the same
 //! whether or not the key exists; only a proven signature learns the key's state.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 
 use super::nws4::{self, Nws4Credentials, Nws4Error, Nws4Request};
@@ -72,7 +74,13 @@ pub fn nws4(
     })?;
     let entry = entry.ok_or(UNKNOWN_KEY)?;
     let principal = auth.admit(entry, Scheme::Nws4, now)?;
-    remember(auth, req, &principal.entry.key.id, b'n', creds.signature())?;
+    remember(
+        auth,
+        req.received,
+        &principal.entry.key.id,
+        b'n',
+        creds.signature(),
+    )?;
     Ok(Authenticated {
         principal,
         body_check: Some(BodyCheck::Sha256(verified.content_sha256)),
@@ -125,8 +133,20 @@ pub fn rfc9421(
     let entry = entry.ok_or(UNKNOWN_KEY)?;
     let principal = auth.admit(entry, Scheme::Rfc9421, now)?;
     match parsed.nonce() {
-        Some(nonce) => remember(auth, req, &principal.entry.key.id, b'N', nonce.as_bytes())?,
-        None => remember(auth, req, &principal.entry.key.id, b'r', parsed.signature())?,
+        Some(nonce) => remember(
+            auth,
+            req.received,
+            &principal.entry.key.id,
+            b'N',
+            nonce.as_bytes(),
+        )?,
+        None => remember(
+            auth,
+            req.received,
+            &principal.entry.key.id,
+            b'r',
+            parsed.signature(),
+        )?,
     }
     let body_check = verified.content_digest.map(BodyCheck::ContentDigest);
     Ok(Authenticated {
@@ -139,7 +159,7 @@ pub fn rfc9421(
 /// schemes' tokens apart.
 fn remember(
     auth: &Authenticator,
-    req: &RequestView<'_>,
+    received: Instant,
     key_id: &str,
     tag: u8,
     token: &[u8],
@@ -149,7 +169,7 @@ fn remember(
     tagged.put(token);
     match auth
         .replay
-        .check_and_insert(key_id, tagged.as_bytes(), req.received)
+        .check_and_insert(key_id, tagged.as_bytes(), received)
     {
         Ok(()) => Ok(()),
         Err(Replay::Seen) => Err(REPLAYED),
