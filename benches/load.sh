@@ -20,7 +20,9 @@
 # Results: the harness prints the table and writes it under $BENCH_RESULTS (default bench-results/); each table
 # gets the proxy process's own CPU per request appended (benches/process_cpu.py), which at a fixed rate below
 # saturation is steadier than the harness's core-busy column.
-set -euo pipefail
+set -Eeuo pipefail
+# A failed step would otherwise end the run without a word (the signed runs' harness output goes to /dev/null).
+trap 'rc=$?; echo "load.sh: stopped at line $LINENO (exit $rc): $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=benches/common.sh
@@ -79,7 +81,13 @@ NGINX_PLAIN_PORT=$(( ${BENCH_PORT_BASE:-18080} + 1 ))
 HARNESS=(bash "$HARNESS_DIR/run.sh" --cmd "$CMD" --target "keyward-bearer=$PORT")
 
 echo "load.sh: 1/2 saturation table" >&2
-latest_raw() { ls -t "$BENCH_RESULTS"/*[0-9].raw | head -1; }
+# The newest per-run file: the names are timestamps, so the glob's order is their age (no `ls | head`, whose
+# pipe may fail under pipefail).
+latest_raw() {
+  local raws=("$BENCH_RESULTS"/*[0-9].raw)
+  [[ -e "${raws[-1]}" ]] || { echo "load.sh: no result file in $BENCH_RESULTS" >&2; return 1; }
+  echo "${raws[-1]}"
+}
 "${HARNESS[@]}" --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" "${args[@]}"
 # The process's own CPU per request next to the harness's core-busy column (see benches/process_cpu.py).
 raw=$(latest_raw)
