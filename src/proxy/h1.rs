@@ -141,9 +141,17 @@ impl Attempt {
 pub fn encode_head(req: &Request<ProxyBody>, added: Option<&AddedFields<'_>>) -> Vec<u8> {
     let method = req.method().as_str().as_bytes();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let fields = req.headers().len() + if added.is_some() { 11 } else { 0 };
-    // Room for typical fields without a second pass over them to size the buffer exactly.
-    let mut out = Vec::with_capacity(64 + target.len() + 64 * fields);
+    // The request's own fields exactly (a pass over a few of them), 64 bytes for each added one. A usual head
+    // then stays under 1 KiB, which glibc's malloc serves from its small bins; a larger request first
+    // consolidates the fast bins (`malloc_consolidate`: 0.04 µs per NWS4 request in the proxy's profile when
+    // this asked for 64 bytes per field of every kind).
+    let own: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let added_room = if added.is_some() { 64 * 11 } else { 0 };
+    let mut out = Vec::with_capacity(16 + method.len() + target.len() + own + added_room);
     out.extend_from_slice(method);
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
