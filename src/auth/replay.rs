@@ -21,18 +21,19 @@
 //! The shards' locks are spin locks ([`spin::mutex::SpinMutex`]), not `std::sync::Mutex`: the std lock's
 //! release is an atomic swap, a locked instruction, which waits for the insert's stores to reach a cache line
 //! not yet in cache; the spin lock's release is a plain store, so that wait overlaps the work after it
-//! (criterion's steady-state replay bench: 276–342 → 226–242 ns; `benches/pair.sh`, NWS4: 0.991 of the CPU
+//! (criterion's steady-state replay bench: 276–342 → 217–242 ns; `benches/pair.sh`, NWS4: 0.991 of the CPU
 //! per request, lower in 5 rounds of 5; BENCHMARKS.md §1). A shard is held for a fraction of a microsecond
 //! (one lookup and insert, or popping expired entries), by one of the runtime's workers (one per core), and a
 //! waiter yields to the OS scheduler between tries ([`Yield`]), so one whose holder was preempted does not
 //! spin out its time slice. There is no poisoning: a panic while a shard is held releases it, and no code
 //! path panics mid-update, so the shard stays consistent.
 //!
-//! What an insert costs in the proxy (about 0.35 µs) is cache misses on a set larger than any cache, not
-//! instructions. Prefetching the slot while the signature is checked saved about 40 ns in a bench, but needs
-//! an open-addressing set of our own and `unsafe` for the prefetch, which this crate forbids: not done
-//! (BENCHMARKS.md §1 "Where the rest of a request's time goes"). That set alone, one cache line per new token
-//! where `hashbrown` touches two, saved 0.05 µs per signed request in the proxy (§1 "Latest"): not kept.
+//! What an insert costs in the proxy (0.13 µs per NWS4 request in the profile of the spin-locked build, 0.30 µs
+//! before) is cache misses on a set larger than any cache, not instructions. Prefetching the slot while the
+//! signature is checked saved about 40 ns in a bench, but needs an open-addressing set of our own and `unsafe`
+//! for the prefetch, which this crate forbids: not done (BENCHMARKS.md §1 "Where the rest of a request's time
+//! goes"). That set alone, one cache line per new token where `hashbrown` touches two, saved 0.05 µs per signed
+//! request in the proxy (§1 "Responses sent with `send`, and CPU measured side by side"): not kept.
 
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 use spin::relax::Yield;
