@@ -23,10 +23,10 @@
 //! not yet in cache; the spin lock's release is a plain store, so that wait overlaps the work after it
 //! (criterion's steady-state replay bench: 276–342 → 217–242 ns; `benches/pair.sh`, NWS4: 0.991 of the CPU
 //! per request, lower in 5 rounds of 5; BENCHMARKS.md §1). A shard is held for a fraction of a microsecond
-//! (one lookup and insert, or popping expired entries), by one of the runtime's workers (one per core), and a
-//! waiter yields to the OS scheduler between tries ([`Yield`]), so one whose holder was preempted does not
-//! spin out its time slice. There is no poisoning: a panic while a shard is held releases it, and no code
-//! path panics mid-update, so the shard stays consistent.
+//! (one lookup and insert, or popping a few expired entries; longer only when a shard shrinks after a burst),
+//! by one of the runtime's workers (one per core), and a waiter yields to the OS scheduler between tries
+//! ([`Yield`]), so one whose holder was preempted does not spin out its time slice. There is no poisoning: a
+//! panic while a shard is held releases it, and no code path panics mid-update, so the shard stays consistent.
 //!
 //! What an insert costs in the proxy (0.13 µs per NWS4 request in the profile of the spin-locked build, 0.30 µs
 //! before) is cache misses on a set larger than any cache, not instructions. Prefetching the slot while the
@@ -35,14 +35,14 @@
 //! goes"). That set alone, one cache line per new token where `hashbrown` touches two, saved 0.05 µs per signed
 //! request in the proxy (§1 "Responses sent with `send`, and CPU measured side by side"): not kept.
 
-use spin::mutex::{SpinMutex, SpinMutexGuard};
-use spin::relax::Yield;
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use siphasher::sip128::{Hasher128, SipHasher24};
+use spin::mutex::{SpinMutex, SpinMutexGuard};
+use spin::relax::Yield;
 
 /// Number of shards; a power of two so the shard index is a mask of the digest.
 pub const SHARDS: usize = 32;
@@ -243,7 +243,7 @@ impl Hasher for DigestHasher {
     }
 }
 
-/// Takes a shard's lock (spinning, then yielding between tries).
+/// Takes a shard's lock; a waiter yields to the OS scheduler between tries.
 fn lock(shard: &ShardLock) -> SpinMutexGuard<'_, Shard> {
     shard.lock()
 }
