@@ -39,7 +39,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::forward::{BoxError, ProxyBody};
-use super::headers::{AddedFields, HopByHop, connection_named, write_field};
+use super::headers::{
+    AddedFields, HopByHop, MAX_ADDED_FIELDS, connection_named, field_len, write_field,
+};
 use super::pool::{H1Pool, PoolError, UpstreamBody};
 
 mod names;
@@ -148,9 +150,13 @@ pub fn encode_head(req: &Request<ProxyBody>, added: Option<&AddedFields<'_>>) ->
     let own: usize = req
         .headers()
         .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .map(|(name, value)| field_len(name, value))
         .sum();
-    let added_room = if added.is_some() { 64 * 11 } else { 0 };
+    let added_room = if added.is_some() {
+        64 * MAX_ADDED_FIELDS
+    } else {
+        0
+    };
     let mut out = Vec::with_capacity(16 + method.len() + target.len() + own + added_room);
     out.extend_from_slice(method);
     out.push(b' ');

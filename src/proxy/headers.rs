@@ -40,6 +40,10 @@ const CONTEXT_FIELDS: [&str; 7] = [
     "scheme",
 ];
 
+/// The most fields [`AddedFields`] adds to one request: every context field, the three forwarding fields and the
+/// request id.
+pub const MAX_ADDED_FIELDS: usize = CONTEXT_FIELDS.len() + ADDED_NAMES.len();
+
 /// The context header names for a prefix, built once at start.
 #[derive(Clone, Debug)]
 pub struct ContextHeaders {
@@ -191,8 +195,8 @@ impl AddedFields<'_> {
 
     /// Insert the fields into `headers` (a clone of a name or value is a reference count).
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        // At most 7 context fields, 3 forwarding fields and the request id: one growth of the map.
-        headers.reserve(11);
+        // One growth of the map for them all.
+        headers.reserve(MAX_ADDED_FIELDS);
         for (name, value) in self.fields() {
             headers.insert(name.clone(), value.clone());
         }
@@ -234,6 +238,14 @@ impl Forwarded {
         let host = client(&X_FORWARDED_HOST).cloned().or(host);
         Self { for_, proto, host }
     }
+}
+
+/// Bytes [`write_field`] adds around a field's name and value.
+const FIELD_FRAMING: usize = b": ".len() + b"\r\n".len();
+
+/// The length of the line [`write_field`] writes for `name` and `value`.
+pub fn field_len(name: &HeaderName, value: &HeaderValue) -> usize {
+    name.as_str().len() + value.len() + FIELD_FRAMING
 }
 
 /// One `name: value\r\n` field line.
@@ -460,6 +472,20 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_len_is_what_write_field_writes() {
+        let mut out = Vec::new();
+        for (name, value) in [
+            (X_FORWARDED_FOR, HeaderValue::from_static("127.0.0.1")),
+            (header::HOST, HeaderValue::from_static("")),
+        ] {
+            let before = out.len();
+            write_field(&mut out, &name, &value);
+            assert_eq!(out.len() - before, field_len(&name, &value));
+        }
+        assert_eq!(out, b"x-forwarded-for: 127.0.0.1\r\nhost: \r\n");
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
