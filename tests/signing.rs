@@ -69,11 +69,21 @@ async fn nws4_and_rfc9421_requests_pass_with_context() {
             assert_eq!(echo["headers"]["x-auth-scheme"], expected);
             assert_eq!(echo["headers"]["x-auth-user"], "alice");
             assert_eq!(echo["body"], String::from_utf8_lossy(&body).as_ref());
-            for consumed in ["signature", "signature-input", "authorization"] {
+            for consumed in [
+                "signature",
+                "signature-input",
+                "authorization",
+                "x-nd-date",
+                "x-nd-content-sha256",
+            ] {
                 assert!(
                     echo["headers"].get(consumed).is_none(),
                     "{scheme:?} {method}: {consumed} reached the upstream"
                 );
+            }
+            // RFC 9530's digest describes the body to the upstream too: it is not a credential.
+            if scheme == SignScheme::Rfc9421 && !body.is_empty() {
+                assert!(echo["headers"].get("content-digest").is_some());
             }
         }
     }

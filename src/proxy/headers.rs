@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use smallvec::SmallVec;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, nws4};
 use crate::config::Scheme;
 
 /// `X-Request-Id`.
@@ -298,7 +298,9 @@ pub struct StripRules<'a> {
     /// A WebSocket handshake: `Upgrade` survives and `Connection: upgrade` is set again.
     pub keep_upgrade: bool,
     /// The credential headers Keyward consumed (`Authorization`, the API-key header, `Signature`,
-    /// `Signature-Input`); `None` forwards them.
+    /// `Signature-Input`, and NWS4's `x-nd-date` and `x-nd-content-sha256`, the signature's own parameters
+    /// as DESIGN.md §4 lists them); `None` forwards them. RFC 9530's `Content-Digest` is not among them: it
+    /// describes the body to anyone, where `x-nd-content-sha256` exists only for the signature.
     pub api_key_header: Option<&'a HeaderName>,
     /// The context prefix: every client-sent header under it is spoofed context.
     pub context_prefix: Option<&'a str>,
@@ -323,7 +325,11 @@ pub fn strip(headers: &mut HeaderMap, rules: &StripRules<'_>) {
             Some(_) if *name == header::UPGRADE => !rules.keep_upgrade,
             Some(_) => true,
             None => match text {
-                "authorization" | "signature" | "signature-input" => rules.api_key_header.is_some(),
+                "authorization"
+                | "signature"
+                | "signature-input"
+                | nws4::X_ND_DATE
+                | nws4::X_ND_CONTENT_SHA256 => rules.api_key_header.is_some(),
                 "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id" => {
                     rules.added
                 }
@@ -363,6 +369,8 @@ fn static_name(text: &str) -> Option<HeaderName> {
     Some(match text {
         "signature" => crate::auth::SIGNATURE,
         "signature-input" => crate::auth::SIGNATURE_INPUT,
+        nws4::X_ND_DATE => nws4::X_ND_DATE_NAME,
+        nws4::X_ND_CONTENT_SHA256 => nws4::X_ND_CONTENT_SHA256_NAME,
         "x-forwarded-for" => X_FORWARDED_FOR,
         "x-forwarded-proto" => X_FORWARDED_PROTO,
         "x-forwarded-host" => X_FORWARDED_HOST,
@@ -513,6 +521,12 @@ mod tests {
         h.insert("x-api-key", HeaderValue::from_static("k"));
         h.insert("signature", HeaderValue::from_static("sig=:AA==:"));
         h.insert("signature-input", HeaderValue::from_static("sig=()"));
+        h.insert(
+            "x-nd-date",
+            HeaderValue::from_static("2024-02-29T23:59:58.124Z"),
+        );
+        h.insert("x-nd-content-sha256", HeaderValue::from_static("e3b0"));
+        h.insert("content-digest", HeaderValue::from_static("sha-256=:AA==:"));
         h.insert("x-auth-user", HeaderValue::from_static("root"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         let api_key = HeaderName::from_static("x-api-key");
@@ -531,6 +545,7 @@ mod tests {
             left,
             [
                 "connection: \"upgrade\"",
+                "content-digest: \"sha-256=:AA==:\"",
                 "upgrade: \"websocket\"",
                 "x-keep: \"1\""
             ]

@@ -31,10 +31,11 @@ pub const X_ND_DATE: &str = "x-nd-date";
 pub const X_ND_CONTENT_SHA256: &str = "x-nd-content-sha256";
 /// Headers every accepted signature must cover (DESIGN.md §4, §7.6).
 pub const REQUIRED_SIGNED_HEADERS: [&str; 3] = ["host", X_ND_DATE, X_ND_CONTENT_SHA256];
-/// [`X_ND_DATE`] as a header name, for lookups that need not parse it.
-const X_ND_DATE_NAME: http::HeaderName = http::HeaderName::from_static(X_ND_DATE);
-/// [`X_ND_CONTENT_SHA256`] as a header name, for lookups that need not parse it.
-const X_ND_CONTENT_SHA256_NAME: http::HeaderName =
+/// [`X_ND_DATE`] as a header name, for lookups that need not parse it (and for the proxy's removal of it: a
+/// constant name is removed without an allocation).
+pub const X_ND_DATE_NAME: http::HeaderName = http::HeaderName::from_static(X_ND_DATE);
+/// [`X_ND_CONTENT_SHA256`] as a header name, for lookups that need not parse it (and for the proxy's removal).
+pub const X_ND_CONTENT_SHA256_NAME: http::HeaderName =
     http::HeaderName::from_static(X_ND_CONTENT_SHA256);
 
 /// Why an NWS4 request was not accepted. Messages never contain the signature, the secret or the raw header.
