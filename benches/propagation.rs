@@ -210,24 +210,26 @@ async fn load(base: &str) {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message"] == "Keys loaded")
             .map(|v| v["elapsed_ms"].clone());
-        // Resident memory once listening, and again after the first second of serving (background frees).
-        let rss = || {
+        // Resident memory once listening, and again after the first second of serving (background frees), and
+        // the peak since start (the target is that the process stays under 1 GiB, load included).
+        let status_kib = |field: &str| {
             std::fs::read_to_string(format!("/proc/{}/status", kw.child.id()))
                 .ok()
                 .and_then(|s| {
                     s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .find_map(|l| l.strip_prefix(field))
                         .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
                 })
                 .map_or_else(|| "?".to_owned(), |kb| format!("{} MiB", kb / 1024))
         };
-        let at_listening = rss();
+        let at_listening = status_kib("VmRSS:");
         tokio::time::sleep(Duration::from_secs(1)).await;
         println!(
-            "load: sidecar process start to Listening with {count} keys ({attempt} start): {:.2} s (its \"Keys loaded\" elapsed_ms: {}); RSS {at_listening}, {} a second later",
+            "load: sidecar process start to Listening with {count} keys ({attempt} start): {:.2} s (its \"Keys loaded\" elapsed_ms: {}); RSS {at_listening}, {} a second later, peak {}",
             to_listening.as_secs_f64(),
             logged.unwrap_or_default(),
-            rss()
+            status_kib("VmRSS:"),
+            status_kib("VmHWM:")
         );
         drop(kw);
     }
