@@ -19,8 +19,9 @@ use crate::config::Scheme;
 use secret::Secret;
 
 /// An API key as stored. Its serde form is the storage format and includes the secret; the admin API renders
-/// [`view::ApiKeyView`] instead.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// [`view::ApiKeyView`] instead. Equality compares every field, the secrets too (not on the request path: a
+/// reload keeps the cached entry of a key that did not change).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
     /// 24 lowercase hex characters; immutable.
@@ -71,7 +72,7 @@ pub struct ApiKey {
 }
 
 /// A rotated-out secret and the end of its grace period.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PreviousSecret {
     /// The old secret.
