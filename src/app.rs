@@ -13,7 +13,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, StoreConfig};
 use crate::keys::cache::KeyCache;
 use crate::keys::postgres::{self, PostgresStore};
-use crate::keys::sqlite::SqliteStore;
+use crate::keys::sqlite::{SqliteStore, StoreChanges};
 use crate::keys::{ChangeEvent, KeyStore, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyState};
@@ -46,6 +46,8 @@ pub struct App {
     admin_state: Arc<AdminState>,
     store_watch: Option<StoreWatch>,
     primed: Option<postgres::listen::Primed>,
+    /// The last SQLite change the start's load included (the SQLite watch goes on from it).
+    sqlite_synced: i64,
 }
 
 /// The store-specific task that keeps the in-memory map current.
@@ -118,6 +120,7 @@ impl App {
         let metrics = Arc::new(Metrics::new(store.kind()));
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let started = std::time::Instant::now();
+        let mut sqlite_synced = 0;
         let primed = match &store_watch {
             // The change feed listens before the first read, and that read is the initial load.
             Some(StoreWatch::Postgres(pg)) => Some(
@@ -131,7 +134,13 @@ impl App {
                 )
                 .await?,
             ),
-            _ => {
+            Some(StoreWatch::Sqlite(sqlite)) => {
+                let (keys, seq) = sqlite.load_all_with_seq().await?;
+                cache.apply(ChangeEvent::Reload(keys));
+                sqlite_synced = seq;
+                None
+            }
+            None => {
                 cache.apply(ChangeEvent::Reload(store.load_all().await?));
                 None
             }
@@ -193,6 +202,7 @@ impl App {
             admin_state,
             store_watch,
             primed,
+            sqlite_synced,
         })
     }
 
@@ -235,7 +245,9 @@ impl App {
             _ => None,
         };
         let watcher = self.store_watch.map(|watch| match watch {
-            StoreWatch::Sqlite(store) => tokio::spawn(watch_sqlite(store, state, rx)),
+            StoreWatch::Sqlite(store) => {
+                tokio::spawn(watch_sqlite(store, state, rx, self.sqlite_synced))
+            }
             StoreWatch::Postgres(store) => {
                 let target = postgres::listen::SyncTarget {
                     cache: Arc::clone(&state.cache),
@@ -261,10 +273,18 @@ impl App {
     }
 }
 
-/// Reload the map when another process (e.g. `keyward keys create`) commits to the SQLite file.
-async fn watch_sqlite(store: SqliteStore, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+/// Follow what other processes (e.g. `keyward keys create`, or another sidecar on the same file) commit to the
+/// SQLite file: when its `data_version` moves, apply the keys written and deleted after the last change this
+/// sidecar read (`synced`), or reload in full if their tombstones were pruned. The first pass runs at once, for
+/// commits made between the start's load and the watch.
+async fn watch_sqlite(
+    store: SqliteStore,
+    state: Arc<AdminState>,
+    mut stop: watch::Receiver<bool>,
+    mut synced: i64,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last = store.data_version().await.ok();
+    let mut last = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -280,21 +300,34 @@ async fn watch_sqlite(store: SqliteStore, state: Arc<AdminState>, mut stop: watc
             continue;
         }
         let _guard = state.write_lock.lock().await;
-        match store.load_all().await {
-            Ok(keys) => {
-                tracing::info!(
-                    keys = keys.len(),
-                    "Store changed by another process: keys reloaded"
-                );
-                // Off the runtime thread: with a million keys the swap-in build takes seconds.
-                let cache = Arc::clone(&state.cache);
-                if tokio::task::spawn_blocking(move || cache.apply(ChangeEvent::Reload(keys)))
-                    .await
-                    .is_err()
-                {
-                    tracing::error!("Reloading the key map failed");
-                    continue;
+        let applied = match store.changes_since(synced).await {
+            Ok(StoreChanges::Since {
+                written,
+                deleted,
+                seq,
+            }) => {
+                if !written.is_empty() || !deleted.is_empty() {
+                    tracing::info!(
+                        written = written.len(),
+                        deleted = deleted.len(),
+                        "Store changed by another process: changes applied"
+                    );
                 }
+                // Deletions first: an id deleted and created again is in both.
+                for id in deleted {
+                    state.cache.apply(ChangeEvent::Delete(id));
+                }
+                for key in written {
+                    state.cache.apply(ChangeEvent::Upsert(Box::new(key)));
+                }
+                Ok(seq)
+            }
+            Ok(StoreChanges::TooOld) => reload_sqlite(&store, &state).await,
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(seq) => {
+                synced = seq;
                 last = Some(now);
                 match store.load_upstreams().await {
                     Ok(upstreams) => state.upstreams.reload(upstreams),
@@ -303,7 +336,22 @@ async fn watch_sqlite(store: SqliteStore, state: Arc<AdminState>, mut stop: watc
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "Reload after an external store change failed"),
+            Err(e) => tracing::warn!(error = %e, "Sync after an external store change failed"),
         }
     }
+}
+
+/// Reload every key from the SQLite file; the change the load includes.
+async fn reload_sqlite(store: &SqliteStore, state: &AdminState) -> Result<i64, StoreError> {
+    let (keys, seq) = store.load_all_with_seq().await?;
+    tracing::info!(
+        keys = keys.len(),
+        "Store changed by another process beyond its kept deletions: keys reloaded"
+    );
+    // Off the runtime thread: with a million keys the swap-in build takes seconds.
+    let cache = Arc::clone(&state.cache);
+    tokio::task::spawn_blocking(move || cache.apply(ChangeEvent::Reload(keys)))
+        .await
+        .map_err(|e| StoreError::Other(format!("reloading the key map: {e}")))?;
+    Ok(seq)
 }

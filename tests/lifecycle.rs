@@ -1,6 +1,7 @@
 //! The process around the proxy: persistence across restarts, SIGTERM draining, config errors (exit 64),
-//! example configs, `keyward keys create` reaching a running sidecar, `/metrics` read by the reference
-//! Prometheus parser, access logs without secrets, and TLS with h2 by ALPN on both sides of the proxy.
+//! example configs, `keyward keys create` reaching a running sidecar, sidecars sharing a SQLite file,
+//! `/metrics` read by the reference Prometheus parser, access logs without secrets, and TLS with h2 by ALPN on
+//! both sides of the proxy.
 #![allow(
     clippy::unwrap_used,
     reason = "integration tests: a failed step should panic with its value"
@@ -194,6 +195,83 @@ async fn cli_created_key_reaches_a_running_sidecar() {
     assert_eq!(
         get(&kw.proxy_url("/x"), &[key_header(&key)]).await.json()["headers"]["x-auth-user"],
         "ops"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_sharing_a_sqlite_file_follow_each_others_changes() {
+    let upstream = echo_upstream().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = base_config(dir.path(), upstream, "");
+    let a = Keyward::start_in(Arc::clone(&dir), &config, &[]).await;
+    let b = Keyward::start_in(Arc::clone(&dir), &config, &[]).await;
+    let status_at_b = |key: &Value| {
+        let url = b.proxy_url("/x");
+        let header = key_header(key);
+        async move { get(&url, &[header]).await.status }
+    };
+    let revoked = a
+        .create_key(json!({"name": "to-revoke", "isActive": true}))
+        .await;
+    let deleted = a
+        .create_key(json!({"name": "to-delete", "isActive": true}))
+        .await;
+    // Created with a chosen id, then updated to version 2: its re-creation below is version 1 again.
+    let by_id = "/apikeys/00000000000000000000abcd";
+    let put = |body: Value| a.admin(Method::PUT, by_id, Some(body));
+    let first = put(json!({"name": "to-recreate", "isActive": true})).await;
+    assert_eq!(first.status, 201);
+    let first = first.json();
+    let mut edited = a.admin(Method::GET, by_id, None).await.json();
+    edited["userName"] = json!("before");
+    assert_eq!(put(edited).await.status, 200);
+    for key in [&revoked, &deleted, &first] {
+        let seen = eventually(Duration::from_secs(10), || async {
+            status_at_b(key).await == 200
+        })
+        .await;
+        assert!(seen, "sidecar b never accepted {}", key["name"]);
+    }
+
+    let path = |key: &Value| format!("/apikeys/{}", key["id"].as_str().unwrap());
+    let revoke = format!("{}/revoke", path(&revoked));
+    assert_eq!(a.admin(Method::PUT, &revoke, None).await.status, 200);
+    assert_eq!(
+        a.admin(Method::DELETE, &path(&deleted), None).await.status,
+        200
+    );
+    // Deleted and created again within one of b's polls: b must apply the deletion before the creation.
+    assert_eq!(
+        a.admin(Method::DELETE, &path(&first), None).await.status,
+        200
+    );
+    let again = put(json!({"name": "to-recreate", "isActive": true, "userName": "after"})).await;
+    assert_eq!(again.status, 201);
+    let again = again.json();
+
+    // Revoked, deleted and unknown keys all answer 401; the context header below shows that the key b
+    // accepts is the re-created one.
+    let followed = eventually(Duration::from_secs(10), || async {
+        status_at_b(&revoked).await == 401
+            && status_at_b(&deleted).await == 401
+            && status_at_b(&first).await == 401
+            && status_at_b(&again).await == 200
+    })
+    .await;
+    assert!(
+        followed,
+        "sidecar b did not follow: revoked {}, deleted {}, old secret {}, new secret {}",
+        status_at_b(&revoked).await,
+        status_at_b(&deleted).await,
+        status_at_b(&first).await,
+        status_at_b(&again).await
+    );
+    let seen = get(&b.proxy_url("/x"), &[key_header(&again)]).await.json();
+    assert_eq!(seen["headers"]["x-auth-user"], "after");
+    assert!(
+        b.log_text().contains("changes applied") && !b.log_text().contains("keys reloaded"),
+        "b should apply the changes, not reload:\n{}",
+        b.log_text()
     );
 }
 

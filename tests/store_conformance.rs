@@ -1,5 +1,6 @@
 //! One store conformance suite, run on SQLite (a temp file) and on PostgreSQL (a fresh database per test), plus
-//! the PostgreSQL-only behaviour: concurrent migrations, NOTIFY on every write, the change feed.
+//! the PostgreSQL-only behaviour (concurrent migrations, NOTIFY on every write, the change feed) and SQLite's
+//! change sequence (what each write stamps, tombstones and their pruning, files from before it).
 //!
 //! PostgreSQL comes from `KEYWARD_TEST_PG_URL` (a superuser URL; each test creates its own database), e.g.
 //! `eval "$(scripts/pg-test.sh start)"`. Unset, the PostgreSQL tests fail when `CI` is set and are skipped
@@ -22,7 +23,7 @@ use keyward::keys::cache::KeyCache;
 use keyward::keys::postgres::PostgresStore;
 use keyward::keys::postgres::listen::{self, SyncTarget};
 use keyward::keys::secret::Secret;
-use keyward::keys::sqlite::SqliteStore;
+use keyward::keys::sqlite::{SqliteStore, StoreChanges};
 use keyward::keys::view::ApiKeyInput;
 use keyward::keys::{ApiKey, KeyStore, PreviousSecret, StoreError};
 use keyward::metrics::Metrics;
@@ -277,6 +278,134 @@ async fn insert_many_is_all_or_nothing(store: Arc<dyn KeyStore>) {
     batch.pop();
     store.insert_many(batch).await.unwrap();
     assert_eq!(store.load_all().await.unwrap().len(), 12_001);
+}
+
+// === SQLite only ===
+
+/// The ids in a `changes_since` answer, sorted, and the change it reaches.
+async fn changes(store: &SqliteStore, since: i64) -> (Vec<String>, Vec<String>, i64) {
+    match store.changes_since(since).await.unwrap() {
+        StoreChanges::Since {
+            written,
+            deleted,
+            seq,
+        } => {
+            let mut written: Vec<String> = written.into_iter().map(|k| k.id).collect();
+            written.sort();
+            let mut deleted = deleted;
+            deleted.sort();
+            (written, deleted, seq)
+        }
+        StoreChanges::TooOld => panic!("changes since {since} reported as pruned"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_changes_since_name_what_each_write_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+    let (a, b, c) = (key("a"), key("b"), key("c"));
+    store.insert(a.clone()).await.unwrap();
+    let (_, after_a) = store.load_all_with_seq().await.unwrap();
+    assert_eq!(
+        changes(&store, 0).await,
+        (vec![a.id.clone()], vec![], after_a)
+    );
+    assert_eq!(changes(&store, after_a).await, (vec![], vec![], after_a));
+
+    store.insert_many(vec![b.clone(), c.clone()]).await.unwrap();
+    store.update(changed(&a), a.version).await.unwrap();
+    // Refused writes change nothing.
+    assert!(store.update(changed(&a), a.version).await.is_err());
+    assert!(store.delete(b.id.clone(), Some(99)).await.is_err());
+    store.delete(c.id.clone(), None).await.unwrap();
+    let (written, deleted, now) = changes(&store, after_a).await;
+    let mut expected = vec![a.id.clone(), b.id.clone()];
+    expected.sort();
+    assert_eq!((written, deleted), (expected, vec![c.id.clone()]));
+    // The import is one change, the update one, the delete one.
+    assert_eq!(now, after_a + 3);
+    assert_eq!(store.load_all_with_seq().await.unwrap().1, now);
+
+    // Deleted and created again: in both lists (the reader applies the deletion first).
+    store.insert(c.clone()).await.unwrap();
+    let (written, deleted, _) = changes(&store, now).await;
+    assert_eq!((written, deleted), (vec![c.id.clone()], vec![]));
+    let (written, deleted, _) = changes(&store, after_a).await;
+    assert!(written.contains(&c.id) && deleted == vec![c.id.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tombstones_past_the_window_are_pruned_and_old_readers_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (old, young) = (key("old"), key("young"));
+    store
+        .insert_many(vec![old.clone(), young.clone()])
+        .await
+        .unwrap();
+    store.delete(old.id.clone(), None).await.unwrap();
+    let (_, after_old) = store.load_all_with_seq().await.unwrap();
+    // 100 000 changes later (the window), as another writer would leave the file.
+    let side = rusqlite::Connection::open(&path).unwrap();
+    side.execute("UPDATE change_seq SET n = n + 100000", [])
+        .unwrap();
+    store.delete(young.id.clone(), None).await.unwrap();
+    let tombstones: Vec<String> = side
+        .prepare("SELECT id FROM api_key_deletions")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        tombstones,
+        vec![young.id.clone()],
+        "the old tombstone is pruned"
+    );
+    assert!(matches!(
+        store.changes_since(after_old - 1).await.unwrap(),
+        StoreChanges::TooOld
+    ));
+    let (_, deleted, _) = changes(&store, after_old + 100_000).await;
+    assert_eq!(deleted, vec![young.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_from_before_the_change_sequence_migrate_with_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let kept = key("kept");
+    {
+        // The schema as the first two migrations left it, with one key.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE api_keys (id TEXT PRIMARY KEY, client_id TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL UNIQUE, version INTEGER NOT NULL, record TEXT NOT NULL) STRICT;
+             CREATE TABLE upstreams (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                version INTEGER NOT NULL, record TEXT NOT NULL) STRICT;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO api_keys (id, client_id, name, version, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                kept.id,
+                kept.client_id,
+                kept.name,
+                kept.version,
+                serde_json::to_string(&kept).unwrap()
+            ],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let (keys, seq) = store.load_all_with_seq().await.unwrap();
+    assert_eq!((keys, seq), (vec![kept.clone()], 0));
+    let added = key("added");
+    store.insert(added.clone()).await.unwrap();
+    assert_eq!(changes(&store, 0).await, (vec![added.id], vec![], 1));
 }
 
 // === PostgreSQL only ===

@@ -24,7 +24,47 @@ const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL,
         record  TEXT NOT NULL
     ) STRICT;",
+    // 3. A change sequence, so that a sidecar reads only what other processes changed (see `changes_since`):
+    // every write takes the next `n` and stamps it on the rows it writes, a delete leaves a tombstone stamped
+    // the same way, and tombstones older than `TOMBSTONE_WINDOW` changes are pruned (`pruned_below`).
+    "ALTER TABLE api_keys ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX api_keys_by_seq ON api_keys (seq);
+    CREATE TABLE api_key_deletions (
+        id  TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX api_key_deletions_by_seq ON api_key_deletions (seq);
+    CREATE TABLE change_seq (
+        n            INTEGER NOT NULL,
+        pruned_below INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO change_seq (n, pruned_below) VALUES (0, 0);",
 ];
+
+/// Changes whose tombstones are kept: a sidecar that falls further behind (it was stopped, or its file was
+/// restored) reloads in full instead.
+const TOMBSTONE_WINDOW: i64 = 100_000;
+
+/// Takes the next change number (inside the caller's transaction); the statements after it stamp it with
+/// `(SELECT n FROM change_seq)`.
+const NEXT_CHANGE: &str = "UPDATE change_seq SET n = n + 1";
+
+/// What other processes changed since a sidecar last read the store ([`SqliteStore::changes_since`]).
+#[derive(Debug)]
+pub enum StoreChanges {
+    /// The keys written and the ids deleted after the given change, and the change they bring the reader to.
+    /// Apply the deletions first: an id deleted and created again is in both.
+    Since {
+        /// Keys inserted or updated.
+        written: Vec<ApiKey>,
+        /// Ids deleted.
+        deleted: Vec<String>,
+        /// The last change they include.
+        seq: i64,
+    },
+    /// The tombstones of that change were pruned: reload in full.
+    TooOld,
+}
 
 /// The [`crate::upstreams::UpstreamStore`] implementation.
 #[path = "sqlite_upstreams.rs"]
@@ -72,6 +112,61 @@ impl SqliteStore {
         self.with_conn(|conn| {
             conn.query_row("PRAGMA data_version", [], |r| r.get(0))
                 .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+        .await
+    }
+
+    /// Every key and the last change they include, read in one transaction (the start of
+    /// [`SqliteStore::changes_since`]).
+    pub async fn load_all_with_seq(&self) -> Result<(Vec<ApiKey>, i64), StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction().map_err(other)?;
+            let seq = tx
+                .query_row("SELECT n FROM change_seq", [], |r| r.get(0))
+                .map_err(other)?;
+            let keys = load_records(&tx)?;
+            tx.commit().map_err(other)?;
+            Ok((keys, seq))
+        })
+        .await
+    }
+
+    /// What was written and deleted after change `seq`, read in one transaction.
+    pub async fn changes_since(&self, seq: i64) -> Result<StoreChanges, StoreError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(other)?;
+            let (now, pruned_below): (i64, i64) = tx
+                .query_row("SELECT n, pruned_below FROM change_seq", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(other)?;
+            if seq < pruned_below {
+                return Ok(StoreChanges::TooOld);
+            }
+            let records = {
+                let mut stmt = tx
+                    .prepare("SELECT record FROM api_keys WHERE seq > ?1")
+                    .map_err(other)?;
+                let rows = stmt
+                    .query_map([seq], |r| r.get::<_, String>(0))
+                    .map_err(other)?;
+                rows.collect::<Result<Vec<String>, _>>().map_err(other)?
+            };
+            let deleted = {
+                let mut stmt = tx
+                    .prepare("SELECT id FROM api_key_deletions WHERE seq > ?1")
+                    .map_err(other)?;
+                let rows = stmt
+                    .query_map([seq], |r| r.get::<_, String>(0))
+                    .map_err(other)?;
+                rows.collect::<Result<Vec<String>, _>>().map_err(other)?
+            };
+            tx.commit().map_err(other)?;
+            Ok(StoreChanges::Since {
+                written: super::decode_records(&records)?,
+                deleted,
+                seq: now,
+            })
         })
         .await
     }
@@ -143,40 +238,45 @@ fn write_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Every key, decoded in batches so the JSON text of a million keys is never held at once.
+fn load_records(conn: &Connection) -> Result<Vec<ApiKey>, StoreError> {
+    let mut stmt = conn.prepare("SELECT record FROM api_keys").map_err(other)?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(other)?;
+    let mut keys = Vec::new();
+    let mut batch = Vec::with_capacity(DECODE_BATCH);
+    for row in rows {
+        batch.push(row.map_err(other)?);
+        if batch.len() == DECODE_BATCH {
+            keys.extend(super::decode_records(&batch)?);
+            batch.clear();
+        }
+    }
+    keys.extend(super::decode_records(&batch)?);
+    Ok(keys)
+}
+
 fn encode(key: &ApiKey) -> Result<String, StoreError> {
     serde_json::to_string(key).map_err(|e| StoreError::Other(format!("encode key: {e}")))
 }
 
 impl KeyStore for SqliteStore {
     fn load_all(&self) -> StoreFuture<'_, Vec<ApiKey>> {
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare("SELECT record FROM api_keys").map_err(other)?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(other)?;
-            // Decode in batches, so the JSON text of a million keys is never held at once.
-            let mut keys = Vec::new();
-            let mut batch = Vec::with_capacity(DECODE_BATCH);
-            for row in rows {
-                batch.push(row.map_err(other)?);
-                if batch.len() == DECODE_BATCH {
-                    keys.extend(super::decode_records(&batch)?);
-                    batch.clear();
-                }
-            }
-            keys.extend(super::decode_records(&batch)?);
-            Ok(keys)
-        })
+        self.with_conn(|conn| load_records(conn))
     }
 
     fn insert(&self, key: ApiKey) -> StoreFuture<'_, ()> {
         self.with_conn(move |conn| {
             let record = encode(&key)?;
-            conn.execute(
-                "INSERT INTO api_keys (id, client_id, name, version, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+            let tx = conn.transaction().map_err(other)?;
+            tx.execute(NEXT_CHANGE, []).map_err(other)?;
+            tx.execute(
+                "INSERT INTO api_keys (id, client_id, name, version, record, seq) VALUES (?1, ?2, ?3, ?4, ?5, (SELECT n FROM change_seq))",
                 params![key.id, key.client_id, key.name, key.version, record],
             )
             .map_err(write_error)?;
+            tx.commit().map_err(other)?;
             Ok(())
         })
     }
@@ -185,9 +285,10 @@ impl KeyStore for SqliteStore {
         self.with_conn(move |conn| {
             let record = encode(&key)?;
             let tx = conn.transaction().map_err(other)?;
+            tx.execute(NEXT_CHANGE, []).map_err(other)?;
             let changed = tx
                 .execute(
-                    "UPDATE api_keys SET client_id = ?2, name = ?3, version = ?4, record = ?5 WHERE id = ?1 AND version = ?6",
+                    "UPDATE api_keys SET client_id = ?2, name = ?3, version = ?4, record = ?5, seq = (SELECT n FROM change_seq) WHERE id = ?1 AND version = ?6",
                     params![key.id, key.client_id, key.name, key.version, record, expected_version],
                 )
                 .map_err(write_error)?;
@@ -221,6 +322,22 @@ impl KeyStore for SqliteStore {
                     _ => StoreError::NotFound,
                 });
             }
+            tx.execute(NEXT_CHANGE, []).map_err(other)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO api_key_deletions (id, seq) VALUES (?1, (SELECT n FROM change_seq))",
+                [&id],
+            )
+            .map_err(other)?;
+            tx.execute(
+                "UPDATE change_seq SET pruned_below = n - ?1 WHERE n - ?1 > pruned_below",
+                [TOMBSTONE_WINDOW],
+            )
+            .map_err(other)?;
+            tx.execute(
+                "DELETE FROM api_key_deletions WHERE seq < (SELECT pruned_below FROM change_seq)",
+                [],
+            )
+            .map_err(other)?;
             tx.commit().map_err(other)?;
             Ok(())
         })
@@ -229,9 +346,11 @@ impl KeyStore for SqliteStore {
     fn insert_many(&self, keys: Vec<ApiKey>) -> StoreFuture<'_, ()> {
         self.with_conn(move |conn| {
             let tx = conn.transaction().map_err(other)?;
+            // One change for the whole import.
+            tx.execute(NEXT_CHANGE, []).map_err(other)?;
             {
                 let mut stmt = tx
-                    .prepare("INSERT INTO api_keys (id, client_id, name, version, record) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .prepare("INSERT INTO api_keys (id, client_id, name, version, record, seq) VALUES (?1, ?2, ?3, ?4, ?5, (SELECT n FROM change_seq))")
                     .map_err(other)?;
                 for key in &keys {
                     stmt.execute(params![key.id, key.client_id, key.name, key.version, encode(key)?]).map_err(write_error)?;
