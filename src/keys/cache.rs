@@ -296,14 +296,7 @@ fn prepare_in_batches(
                 }
                 taken
             };
-            entries.extend(
-                taken
-                    .into_iter()
-                    .map(|key| match current.by_id.get(&key.id) {
-                        Some(same) if same.key == key => same,
-                        _ => Arc::new(KeyEntry::new(key)),
-                    }),
-            );
+            entries.extend(taken.into_iter().map(|key| current.entry_for(key)));
         }
         entries
     };
@@ -337,9 +330,14 @@ impl Indexes {
     }
 
     /// Fresh indexes from a store's full key set (ids, client ids and names are unique there), to replace
-    /// `current`: the three maps are filled on separate threads, since a million keys are loaded at start.
+    /// `current`.
     fn build(keys: Vec<ApiKey>, current: &Indexes) -> Self {
-        let entries = prepare_entries(keys, current);
+        Self::of_entries(&prepare_entries(keys, current))
+    }
+
+    /// Fresh indexes of a full key set's entries: the three maps are filled on separate threads, since a
+    /// million keys are loaded at start.
+    fn of_entries(entries: &[Arc<KeyEntry>]) -> Self {
         let fresh = Self::with_capacity(entries.len());
         std::thread::scope(|scope| {
             scope.spawn(|| entries.iter().for_each(|e| fresh.by_id.put(Arc::clone(e))));
@@ -353,6 +351,14 @@ impl Indexes {
                 .for_each(|e| fresh.by_name.put(Arc::clone(e)));
         });
         fresh
+    }
+
+    /// The cached entry if `key` equals it, else a new entry.
+    fn entry_for(&self, key: ApiKey) -> Arc<KeyEntry> {
+        match self.by_id.get(&key.id) {
+            Some(same) if same.key == key => same,
+            _ => Arc::new(KeyEntry::new(key)),
+        }
     }
 
     fn upsert(&self, key: ApiKey) {
@@ -399,6 +405,19 @@ impl KeyCache {
                 self.current.store(Arc::new(fresh));
             }
         }
+    }
+
+    /// The entry for `key` in a full reload: the cached one if the key did not change (what it prepared on its
+    /// first request stays), a new one otherwise. For loaders that prepare entries while they decode, then
+    /// hand them to [`KeyCache::replace_entries`].
+    pub fn entry_for(&self, key: ApiKey) -> Arc<KeyEntry> {
+        self.current.load().entry_for(key)
+    }
+
+    /// Swap in a full key set's entries (as [`ChangeEvent::Reload`] does with keys): a request sees the old map
+    /// or the new one, never a mix.
+    pub fn replace_entries(&self, entries: Vec<Arc<KeyEntry>>) {
+        self.current.store(Arc::new(Indexes::of_entries(&entries)));
     }
 
     /// The key with this client id (the authentication index).
@@ -582,6 +601,15 @@ mod tests {
         );
         assert!(cached("2").key.client_secret.matches(b"another secret"));
         assert!(c.by_id("3").is_none() && c.by_client_id("c3").is_none());
+        assert_eq!(c.len(), 2);
+
+        // The same through the loaders' pair: entries prepared one by one, then swapped in.
+        let kept = c.entry_for(one.key.clone());
+        assert!(Arc::ptr_eq(&kept, &one));
+        let new = c.entry_for(key("4", "c4", "n4", 1));
+        c.replace_entries(vec![kept, new]);
+        assert!(Arc::ptr_eq(&cached("1"), &one));
+        assert!(c.by_id("2").is_none() && c.find("n4").is_some());
         assert_eq!(c.len(), 2);
     }
 

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::schema::CHANNEL;
-use super::{PostgresStore, decode, load_all, map_error};
+use super::{PostgresStore, decode, load_each, map_error};
 use crate::keys::cache::KeyCache;
 use crate::keys::{ChangeEvent, StoreError};
 use crate::metrics::Metrics;
@@ -202,11 +202,13 @@ impl Session {
         // Notices queued before this read are covered by it.
         self.overflowed.store(false, Ordering::Release);
         let started = std::time::Instant::now();
-        let keys = load_all(&self.client).await?;
-        let count = keys.len();
+        // Each key becomes its entry as it is decoded (the cached one if it did not change).
+        let cache = Arc::clone(&target.cache);
+        let entries = load_each(&self.client, move |key| cache.entry_for(key)).await?;
+        let count = entries.len();
         let cache = Arc::clone(&target.cache);
         // Building fresh indexes for a large map is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || cache.apply(ChangeEvent::Reload(keys)))
+        tokio::task::spawn_blocking(move || cache.replace_entries(entries))
             .await
             .map_err(|e| StoreError::Other(format!("reload task: {e}")))?;
         target.metrics.mark_synced();

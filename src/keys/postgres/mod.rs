@@ -134,12 +134,22 @@ impl PostgresStore {
 /// Read every key as a stream, decoding on blocking threads (one per CPU the process may use) while rows still
 /// arrive: 1 000 000 keys must load in seconds, and the decoding must not stall the async workers.
 pub(crate) async fn load_all(client: &tokio_postgres::Client) -> Result<Vec<ApiKey>, StoreError> {
+    load_each(client, |key| key).await
+}
+
+/// [`load_all`], each key passed through `convert` on the decoding threads as it is decoded (the change feed
+/// turns them into cache entries there, so the decoded set is never held beside the entries).
+pub(crate) async fn load_each<T: Send + 'static>(
+    client: &tokio_postgres::Client,
+    convert: impl Fn(ApiKey) -> T + Clone + Send + 'static,
+) -> Result<Vec<T>, StoreError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<String>>(8);
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let decoders: Vec<_> = (0..threads)
         .map(|_| {
             let rx = Arc::clone(&rx);
+            let convert = convert.clone();
             tokio::task::spawn_blocking(move || {
                 let mut keys = Vec::new();
                 loop {
@@ -147,7 +157,7 @@ pub(crate) async fn load_all(client: &tokio_postgres::Client) -> Result<Vec<ApiK
                     let next = rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
                     let Some(chunk) = next else { break };
                     for text in chunk {
-                        keys.push(decode(&text)?);
+                        keys.push(convert(decode(&text)?));
                     }
                 }
                 Ok::<_, StoreError>(keys)
