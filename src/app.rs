@@ -313,14 +313,20 @@ async fn watch_sqlite(
                         "Store changed by another process: changes applied"
                     );
                 }
-                // Deletions first: an id deleted and created again is in both.
-                for id in deleted {
-                    state.cache.apply(ChangeEvent::Delete(id));
-                }
-                for key in written {
-                    state.cache.apply(ChangeEvent::Upsert(Box::new(key)));
-                }
-                Ok(seq)
+                // Off the runtime thread (an import is one change, of any size). Deletions first: an id
+                // deleted and created again is in both.
+                let cache = Arc::clone(&state.cache);
+                tokio::task::spawn_blocking(move || {
+                    for id in deleted {
+                        cache.apply(ChangeEvent::Delete(id));
+                    }
+                    for key in written {
+                        cache.apply(ChangeEvent::Upsert(Box::new(key)));
+                    }
+                })
+                .await
+                .map(|()| seq)
+                .map_err(|e| StoreError::Other(format!("applying the store's changes: {e}")))
             }
             Ok(StoreChanges::TooOld) => reload_sqlite(&store, &state).await,
             Err(e) => Err(e),

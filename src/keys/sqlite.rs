@@ -143,15 +143,7 @@ impl SqliteStore {
             if seq < pruned_below {
                 return Ok(StoreChanges::TooOld);
             }
-            let records = {
-                let mut stmt = tx
-                    .prepare("SELECT record FROM api_keys WHERE seq > ?1")
-                    .map_err(other)?;
-                let rows = stmt
-                    .query_map([seq], |r| r.get::<_, String>(0))
-                    .map_err(other)?;
-                rows.collect::<Result<Vec<String>, _>>().map_err(other)?
-            };
+            let written = select_records(&tx, "SELECT record FROM api_keys WHERE seq > ?1", [seq])?;
             let deleted = {
                 let mut stmt = tx
                     .prepare("SELECT id FROM api_key_deletions WHERE seq > ?1")
@@ -163,7 +155,7 @@ impl SqliteStore {
             };
             tx.commit().map_err(other)?;
             Ok(StoreChanges::Since {
-                written: super::decode_records(&records)?,
+                written,
                 deleted,
                 seq: now,
             })
@@ -240,9 +232,18 @@ fn write_error(e: rusqlite::Error) -> StoreError {
 
 /// Every key, decoded in batches so the JSON text of a million keys is never held at once.
 fn load_records(conn: &Connection) -> Result<Vec<ApiKey>, StoreError> {
-    let mut stmt = conn.prepare("SELECT record FROM api_keys").map_err(other)?;
+    select_records(conn, "SELECT record FROM api_keys", [])
+}
+
+/// The keys whose records `sql` selects, decoded in batches (an import of a million keys is one change).
+fn select_records(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<ApiKey>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(other)?;
     let rows = stmt
-        .query_map([], |r| r.get::<_, String>(0))
+        .query_map(params, |r| r.get::<_, String>(0))
         .map_err(other)?;
     let mut keys = Vec::new();
     let mut batch = Vec::with_capacity(DECODE_BATCH);
