@@ -363,8 +363,10 @@ impl Indexes {
 
     fn upsert(&self, key: ApiKey) {
         if let Some(old) = self.by_id.get(&key.id) {
-            if old.key.version > key.version {
-                return; // an older change arriving late
+            if old.key.version > key.version || old.key == key {
+                // An older change arriving late, or this sidecar's own change read back from the store: the
+                // entry stays (with what it prepared on its first request).
+                return;
             }
             if old.key.name != key.name {
                 self.by_name.remove(old.key.name.as_str());
@@ -568,6 +570,24 @@ mod tests {
             let expected: Vec<String> = (0..25).map(|i: u32| i.to_string()).collect();
             assert_eq!(ids, expected, "batches of {batch}, {threads} threads");
         }
+    }
+
+    #[test]
+    fn an_upsert_of_an_equal_key_keeps_the_entry() {
+        let c = KeyCache::new();
+        c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 1))));
+        let cached = c.by_id("1").expect("cached");
+        c.apply(ChangeEvent::Upsert(Box::new(cached.key.clone())));
+        assert!(Arc::ptr_eq(&c.by_id("1").expect("cached"), &cached));
+        let mut edited = cached.key.clone();
+        edited.user_name = Some("someone".into());
+        c.apply(ChangeEvent::Upsert(Box::new(edited)));
+        assert_eq!(
+            c.by_id("1")
+                .and_then(|e| e.key.user_name.clone())
+                .as_deref(),
+            Some("someone")
+        );
     }
 
     #[test]
