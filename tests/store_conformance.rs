@@ -372,6 +372,34 @@ async fn sqlite_tombstones_past_the_window_are_pruned_and_old_readers_reload() {
     assert_eq!(deleted, vec![young.id]);
 }
 
+#[test]
+fn sqlite_processes_opening_one_file_at_once_migrate_it_once() {
+    // Sidecars sharing a file start together after an upgrade: each must find the schema whole, none may fail.
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteStore::open(&path).map(|_| ())
+                })
+            })
+            .collect();
+        for handle in opened {
+            let result = handle.join().unwrap();
+            assert!(result.is_ok(), "round {round}: {result:?}");
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3, "round {round}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_files_from_before_the_change_sequence_migrate_with_their_keys() {
     let dir = tempfile::tempdir().unwrap();

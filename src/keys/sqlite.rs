@@ -91,8 +91,9 @@ impl SqliteStore {
         }
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        // The busy timeout first: switching to WAL takes a lock that another process opening the file may hold.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
         )
         .map_err(other)?;
         migrate(&mut conn)?;
@@ -182,18 +183,30 @@ impl SqliteStore {
     }
 }
 
+/// Run the migrations the file lacks, in one write transaction taken before the version is read again:
+/// processes that open the file at once (sidecars sharing it, after an upgrade) queue on the lock, and those
+/// behind the first find nothing left to do. An up-to-date file is not locked (a long import may be writing).
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let done: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(other)?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.transaction().map_err(other)?;
-        tx.execute_batch(sql).map_err(other)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
-            .map_err(other)?;
-        tx.commit().map_err(other)?;
+    let version = |conn: &Connection| -> Result<usize, StoreError> {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(other)
+    };
+    if version(conn)? >= MIGRATIONS.len() {
+        return Ok(());
     }
-    Ok(())
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(other)?;
+    let done = version(&tx)?;
+    if done >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    for sql in &MIGRATIONS[done..] {
+        tx.execute_batch(sql).map_err(other)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
+        .map_err(other)?;
+    tx.commit().map_err(other)
 }
 
 fn other(e: rusqlite::Error) -> StoreError {
