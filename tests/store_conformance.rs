@@ -370,6 +370,11 @@ async fn sqlite_tombstones_past_the_window_are_pruned_and_old_readers_reload() {
     ));
     let (_, deleted, _) = changes(&store, after_old + 100_000).await;
     assert_eq!(deleted, vec![young.id]);
+    // A reader ahead of the file (it was replaced by an older copy) reloads in full too.
+    assert!(matches!(
+        store.changes_since(after_old + 200_000).await.unwrap(),
+        StoreChanges::TooOld
+    ));
 }
 
 #[test]

@@ -62,7 +62,7 @@ pub enum StoreChanges {
         /// The last change they include.
         seq: i64,
     },
-    /// The tombstones of that change were pruned: reload in full.
+    /// The tombstones of that change were pruned, or the file is behind it (it was replaced): reload in full.
     TooOld,
 }
 
@@ -91,12 +91,12 @@ impl SqliteStore {
         }
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-        // The busy timeout first: switching to WAL takes a lock that another process opening the file may hold.
-        conn.execute_batch(
-            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
-        )
-        .map_err(other)?;
-        migrate(&mut conn)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .and_then(|()| switch_to_wal(&conn))
+            .and_then(|()| conn.execute_batch("PRAGMA synchronous = FULL;"))
+            .map_err(|e| StoreError::Other(format!("{}: setting WAL: {e}", path.display())))?;
+        migrate(&mut conn)
+            .map_err(|e| StoreError::Other(format!("{}: migrating: {e}", path.display())))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
@@ -141,7 +141,9 @@ impl SqliteStore {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .map_err(other)?;
-            if seq < pruned_below {
+            // Past the reader's change: the file was replaced (restored from a backup, say), and its numbers
+            // say nothing about what the reader holds.
+            if seq < pruned_below || seq > now {
                 return Ok(StoreChanges::TooOld);
             }
             let written = select_records(&tx, "SELECT record FROM api_keys WHERE seq > ?1", [seq])?;
@@ -180,6 +182,23 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Other(format!("sqlite task: {e}")))?
         })
+    }
+}
+
+/// `journal_mode = WAL`, tried again while another process opening the file at the same moment holds it:
+/// SQLite answers busy at once there rather than waiting out the busy timeout. Bounded at five seconds, like
+/// the busy timeout.
+fn switch_to_wal(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match conn.execute_batch("PRAGMA journal_mode = WAL;") {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            done => return done,
+        }
     }
 }
 
