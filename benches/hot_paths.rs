@@ -16,9 +16,9 @@ use keyward::auth::replay::ReplayCache;
 use keyward::auth::signature::{self, SignaturePolicy, SignatureRequest};
 use keyward::auth::{Authenticator, Principal};
 use keyward::config::Config;
+use keyward::keys::ApiKey;
 use keyward::keys::cache::KeyCache;
 use keyward::keys::view::{ApiKeyInput, encode_credential};
-use keyward::keys::{ApiKey, ChangeEvent};
 use keyward::policy::{Claim, authorize};
 use keyward::proxy::headers::{self, ContextHeaders};
 
@@ -41,7 +41,7 @@ fn key(i: usize) -> ApiKey {
 
 fn authenticator(n: usize) -> Authenticator {
     let cache = Arc::new(KeyCache::new());
-    cache.apply(ChangeEvent::Reload((0..n).map(key).collect()));
+    cache.replace_keys((0..n).map(key));
     let cfg = Config::default();
     Authenticator::new(cache, &cfg.auth, &cfg.proxy)
 }

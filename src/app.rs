@@ -135,13 +135,11 @@ impl App {
                 .await?,
             ),
             Some(StoreWatch::Sqlite(sqlite)) => {
-                let (keys, seq) = sqlite.load_all_with_seq().await?;
-                cache.apply(ChangeEvent::Reload(keys));
-                sqlite_synced = seq;
+                sqlite_synced = reload_sqlite(sqlite, &cache).await?;
                 None
             }
             None => {
-                cache.apply(ChangeEvent::Reload(store.load_all().await?));
+                cache.replace_keys(store.load_all().await?);
                 None
             }
         };
@@ -328,7 +326,12 @@ async fn watch_sqlite(
                 .map(|()| seq)
                 .map_err(|e| StoreError::Other(format!("applying the store's changes: {e}")))
             }
-            Ok(StoreChanges::TooOld) => reload_sqlite(&store, &state).await,
+            Ok(StoreChanges::TooOld) => {
+                tracing::info!(
+                    "Store changed by another process beyond its kept deletions: keys reloaded"
+                );
+                reload_sqlite(&store, &state.cache).await
+            }
             Err(e) => Err(e),
         };
         match applied {
@@ -347,16 +350,16 @@ async fn watch_sqlite(
     }
 }
 
-/// Reload every key from the SQLite file; the change the load includes.
-async fn reload_sqlite(store: &SqliteStore, state: &AdminState) -> Result<i64, StoreError> {
-    let (keys, seq) = store.load_all_with_seq().await?;
-    tracing::info!(
-        keys = keys.len(),
-        "Store changed by another process beyond its kept deletions: keys reloaded"
-    );
-    // Off the runtime thread: with a million keys the swap-in build takes seconds.
-    let cache = Arc::clone(&state.cache);
-    tokio::task::spawn_blocking(move || cache.apply(ChangeEvent::Reload(keys)))
+/// Load every key from the SQLite file into `cache` (keys that did not change keep their entries); the change
+/// the load includes.
+async fn reload_sqlite(store: &SqliteStore, cache: &Arc<KeyCache>) -> Result<i64, StoreError> {
+    let converter = Arc::clone(cache);
+    let (entries, seq) = store
+        .load_each_with_seq(move |key| converter.entry_for(key))
+        .await?;
+    // Off the runtime thread: with a million keys the swap-in build takes a second.
+    let cache = Arc::clone(cache);
+    tokio::task::spawn_blocking(move || cache.replace_entries(entries))
         .await
         .map_err(|e| StoreError::Other(format!("reloading the key map: {e}")))?;
     Ok(seq)

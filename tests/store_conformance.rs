@@ -306,7 +306,7 @@ async fn sqlite_changes_since_name_what_each_write_changed() {
     let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
     let (a, b, c) = (key("a"), key("b"), key("c"));
     store.insert(a.clone()).await.unwrap();
-    let (_, after_a) = store.load_all_with_seq().await.unwrap();
+    let (_, after_a) = store.load_each_with_seq(|key| key).await.unwrap();
     assert_eq!(
         changes(&store, 0).await,
         (vec![a.id.clone()], vec![], after_a)
@@ -325,7 +325,7 @@ async fn sqlite_changes_since_name_what_each_write_changed() {
     assert_eq!((written, deleted), (expected, vec![c.id.clone()]));
     // The import is one change, the update one, the delete one.
     assert_eq!(now, after_a + 3);
-    assert_eq!(store.load_all_with_seq().await.unwrap().1, now);
+    assert_eq!(store.load_each_with_seq(|key| key).await.unwrap().1, now);
 
     // Deleted and created again: in both lists (the reader applies the deletion first).
     store.insert(c.clone()).await.unwrap();
@@ -346,7 +346,7 @@ async fn sqlite_tombstones_past_the_window_are_pruned_and_old_readers_reload() {
         .await
         .unwrap();
     store.delete(old.id.clone(), None).await.unwrap();
-    let (_, after_old) = store.load_all_with_seq().await.unwrap();
+    let (_, after_old) = store.load_each_with_seq(|key| key).await.unwrap();
     // 100 000 changes later (the window), as another writer would leave the file.
     let side = rusqlite::Connection::open(&path).unwrap();
     side.execute("UPDATE change_seq SET n = n + 100000", [])
@@ -434,7 +434,7 @@ async fn sqlite_files_from_before_the_change_sequence_migrate_with_their_keys() 
         .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    let (keys, seq) = store.load_all_with_seq().await.unwrap();
+    let (keys, seq) = store.load_each_with_seq(|key| key).await.unwrap();
     assert_eq!((keys, seq), (vec![kept.clone()], 0));
     let added = key("added");
     store.insert(added.clone()).await.unwrap();

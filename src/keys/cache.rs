@@ -248,76 +248,6 @@ impl KeyEntry {
     }
 }
 
-/// Keys a thread of [`prepare_entries`] takes at a time (about 350 KiB of `ApiKey`s).
-const PREPARE_BATCH: usize = 1024;
-
-/// Cache entries for a full key set, prepared (claims parsed) on one thread per CPU the process may use. A key
-/// equal to its entry in `current` (the map being replaced) keeps that entry: no second copy of it while both
-/// maps exist, and what it prepared on its first request (context values, HMAC keys) stays.
-///
-/// The threads take batches off the end of `keys`, whose buffer is shrunk behind them, so the set is never held
-/// twice: converting a million keys with the whole buffer alive to the end (and half of it copied for the second
-/// thread) peaked at 1.4 GiB resident, 400 MiB over what the process keeps.
-fn prepare_entries(keys: Vec<ApiKey>, current: &Indexes) -> Vec<Arc<KeyEntry>> {
-    let threads = if keys.len() < 10_000 {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    };
-    prepare_in_batches(keys, current, PREPARE_BATCH, threads)
-}
-
-/// [`prepare_entries`] with the batch size and the thread count given.
-fn prepare_in_batches(
-    keys: Vec<ApiKey>,
-    current: &Indexes,
-    batch: usize,
-    threads: usize,
-) -> Vec<Arc<KeyEntry>> {
-    let total = keys.len();
-    let keys = std::sync::Mutex::new(keys);
-    let work = || {
-        let mut entries = Vec::new();
-        loop {
-            let taken = {
-                // Held only for `split_off` and `shrink_to_fit`: a poisoned lock still guards whole keys.
-                let mut keys = keys
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if keys.is_empty() {
-                    break;
-                }
-                let from = keys.len().saturating_sub(batch);
-                let taken = keys.split_off(from);
-                // Give back what the taken batches leave behind, a few MiB at a time (a large buffer is
-                // its own mapping, which shrinks in place).
-                if keys.capacity() - keys.len() >= 16 * batch {
-                    keys.shrink_to_fit();
-                }
-                taken
-            };
-            entries.extend(taken.into_iter().map(|key| current.entry_for(key)));
-        }
-        entries
-    };
-    if threads <= 1 {
-        return work();
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut entries = Vec::with_capacity(total);
-        entries.extend(work());
-        for handle in handles {
-            // A panic here is a bug in claim parsing, not input: surface it.
-            match handle.join() {
-                Ok(part) => entries.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        entries
-    })
-}
-
 // === impl Indexes ===
 
 impl Indexes {
@@ -327,12 +257,6 @@ impl Indexes {
             by_id: Index::with_capacity(n),
             by_name: Index::with_capacity(n),
         }
-    }
-
-    /// Fresh indexes from a store's full key set (ids, client ids and names are unique there), to replace
-    /// `current`.
-    fn build(keys: Vec<ApiKey>, current: &Indexes) -> Self {
-        Self::of_entries(&prepare_entries(keys, current))
     }
 
     /// Fresh indexes of a full key set's entries: the three maps are filled on separate threads, since a
@@ -402,11 +326,16 @@ impl KeyCache {
         match event {
             ChangeEvent::Upsert(key) => self.current.load().upsert(*key),
             ChangeEvent::Delete(id) => self.current.load().delete(&id),
-            ChangeEvent::Reload(keys) => {
-                let fresh = Indexes::build(keys, &self.current.load());
-                self.current.store(Arc::new(fresh));
-            }
         }
+    }
+
+    /// Replace every key with `keys`, a full key set (ids, client ids and names unique), on this thread: for
+    /// small sets. The stores' loaders convert keys with [`KeyCache::entry_for`] on their decoding threads
+    /// and hand the entries to [`KeyCache::replace_entries`].
+    pub fn replace_keys(&self, keys: impl IntoIterator<Item = ApiKey>) {
+        let current = self.current.load();
+        let entries = keys.into_iter().map(|key| current.entry_for(key)).collect();
+        self.replace_entries(entries);
     }
 
     /// The entry for `key` in a full reload: the cached one if the key did not change (what it prepared on its
@@ -416,7 +345,7 @@ impl KeyCache {
         self.current.load().entry_for(key)
     }
 
-    /// Swap in a full key set's entries (as [`ChangeEvent::Reload`] does with keys): a request sees the old map
+    /// Swap in a full key set's entries (as [`KeyCache::replace_keys`] does with keys): a request sees the old map
     /// or the new one, never a mix.
     pub fn replace_entries(&self, entries: Vec<Arc<KeyEntry>>) {
         self.current.store(Arc::new(Indexes::of_entries(&entries)));
@@ -555,24 +484,6 @@ mod tests {
     }
 
     #[test]
-    fn every_key_is_prepared_once_whatever_the_batches() {
-        // 25 keys: batches that do not divide them, one batch for all, one key per batch, more threads than work.
-        for (batch, threads) in [(4, 3), (4, 1), (100, 2), (1, 4), (3, 40)] {
-            let keys: Vec<ApiKey> = (0..25)
-                .map(|i| key(&i.to_string(), &format!("c{i}"), &format!("n{i}"), 1))
-                .collect();
-            let mut ids: Vec<String> =
-                prepare_in_batches(keys, &Indexes::default(), batch, threads)
-                    .iter()
-                    .map(|e| e.key.id.clone())
-                    .collect();
-            ids.sort_by_key(|id| id.parse::<u32>().ok());
-            let expected: Vec<String> = (0..25).map(|i: u32| i.to_string()).collect();
-            assert_eq!(ids, expected, "batches of {batch}, {threads} threads");
-        }
-    }
-
-    #[test]
     fn an_upsert_of_an_equal_key_keeps_the_entry() {
         let c = KeyCache::new();
         c.apply(ChangeEvent::Upsert(Box::new(key("1", "c1", "n", 1))));
@@ -610,7 +521,7 @@ mod tests {
         // Key 2 comes back with a new secret and the same version (deleted and created again elsewhere).
         let mut changed = two.key.clone();
         changed.client_secret = super::super::secret::Secret::new("another secret".into());
-        c.apply(ChangeEvent::Reload(vec![one.key.clone(), changed]));
+        c.replace_keys([one.key.clone(), changed]);
         assert!(
             Arc::ptr_eq(&cached("1"), &one),
             "an unchanged key keeps its entry"
@@ -640,7 +551,7 @@ mod tests {
         c.apply(ChangeEvent::Delete("1".into()));
         assert!(c.by_client_id("c1").is_none());
         c.apply(ChangeEvent::Upsert(Box::new(key("2", "c2", "n2", 1))));
-        c.apply(ChangeEvent::Reload(vec![key("3", "c3", "n3", 1)]));
+        c.replace_keys([key("3", "c3", "n3", 1)]);
         assert!(c.by_client_id("c2").is_none());
         assert!(c.find("n3").is_some());
         assert!(c.find("c3").is_some());

@@ -102,8 +102,6 @@ pub enum ChangeEvent {
     Upsert(Box<ApiKey>),
     /// Deleted, by id.
     Delete(String),
-    /// Replace everything (after a reconnect).
-    Reload(Vec<ApiKey>),
 }
 
 /// What a store can fail with.
@@ -204,16 +202,27 @@ impl ApiKey {
 
 /// Decode stored JSON records, on every available core (a million keys load at start).
 pub fn decode_records(texts: &[String]) -> Result<Vec<ApiKey>, StoreError> {
+    decode_records_each(texts, &|key| key)
+}
+
+/// [`decode_records`], each key passed through `convert` on the decoding thread (a full load turns keys into
+/// cache entries there, so the decoded set is never held beside the entries).
+pub fn decode_records_each<T: Send>(
+    texts: &[String],
+    convert: &(impl Fn(ApiKey) -> T + Sync),
+) -> Result<Vec<T>, StoreError> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let chunk = texts.len().div_ceil(threads).max(1024);
-    let decode = |part: &[String]| -> Result<Vec<ApiKey>, StoreError> {
+    let decode = |part: &[String]| -> Result<Vec<T>, StoreError> {
         part.iter()
             .map(|t| {
-                serde_json::from_str(t).map_err(|e| StoreError::Other(format!("decode key: {e}")))
+                serde_json::from_str(t)
+                    .map(convert)
+                    .map_err(|e| StoreError::Other(format!("decode key: {e}")))
             })
             .collect()
     };
-    let parts: Vec<Result<Vec<ApiKey>, StoreError>> = std::thread::scope(|scope| {
+    let parts: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = texts
             .chunks(chunk)
             .map(|part| scope.spawn(move || decode(part)))

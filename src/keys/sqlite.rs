@@ -117,15 +117,18 @@ impl SqliteStore {
         .await
     }
 
-    /// Every key and the last change they include, read in one transaction (the start of
-    /// [`SqliteStore::changes_since`]).
-    pub async fn load_all_with_seq(&self) -> Result<(Vec<ApiKey>, i64), StoreError> {
-        self.with_conn(|conn| {
+    /// Every key, each passed through `convert` as it is decoded, and the last change they include, read in
+    /// one transaction (the start of [`SqliteStore::changes_since`]).
+    pub async fn load_each_with_seq<T: Send + 'static>(
+        &self,
+        convert: impl Fn(ApiKey) -> T + Sync + Send + 'static,
+    ) -> Result<(Vec<T>, i64), StoreError> {
+        self.with_conn(move |conn| {
             let tx = conn.transaction().map_err(other)?;
             let seq = tx
                 .query_row("SELECT n FROM change_seq", [], |r| r.get(0))
                 .map_err(other)?;
-            let keys = load_records(&tx)?;
+            let keys = select_each(&tx, "SELECT record FROM api_keys", [], &convert)?;
             tx.commit().map_err(other)?;
             Ok((keys, seq))
         })
@@ -262,17 +265,23 @@ fn write_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Every key, decoded in batches so the JSON text of a million keys is never held at once.
-fn load_records(conn: &Connection) -> Result<Vec<ApiKey>, StoreError> {
-    select_records(conn, "SELECT record FROM api_keys", [])
-}
-
 /// The keys whose records `sql` selects, decoded in batches (an import of a million keys is one change).
 fn select_records(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<ApiKey>, StoreError> {
+    select_each(conn, sql, params, &|key| key)
+}
+
+/// [`select_records`], each key passed through `convert` as it is decoded: the JSON text of a million keys is
+/// never held at once, nor the decoded keys beside what they are converted to.
+fn select_each<T: Send>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    convert: &(impl Fn(ApiKey) -> T + Sync),
+) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare(sql).map_err(other)?;
     let rows = stmt
         .query_map(params, |r| r.get::<_, String>(0))
@@ -282,11 +291,11 @@ fn select_records(
     for row in rows {
         batch.push(row.map_err(other)?);
         if batch.len() == DECODE_BATCH {
-            keys.extend(super::decode_records(&batch)?);
+            keys.extend(super::decode_records_each(&batch, convert)?);
             batch.clear();
         }
     }
-    keys.extend(super::decode_records(&batch)?);
+    keys.extend(super::decode_records_each(&batch, convert)?);
     Ok(keys)
 }
 
@@ -296,7 +305,7 @@ fn encode(key: &ApiKey) -> Result<String, StoreError> {
 
 impl KeyStore for SqliteStore {
     fn load_all(&self) -> StoreFuture<'_, Vec<ApiKey>> {
-        self.with_conn(|conn| load_records(conn))
+        self.with_conn(|conn| select_records(conn, "SELECT record FROM api_keys", []))
     }
 
     fn insert(&self, key: ApiKey) -> StoreFuture<'_, ()> {
