@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Fixed-rate latency, round by round: the upstream alone, nginx-plain and Keyward (bearer) under the same open
+# loop, one after another in each round, so that each round's ratio compares runs a few seconds apart.
+#
+# The harness's fixed-rate phase (load.sh --rate) gives one p99 per target from rounds spread over minutes, and
+# on this project's VM a single p99 moves by a third from one run to the next, for nginx as for Keyward. Here
+# every round runs oha (-c64, open loop at RATE req/s, latency from each request's scheduled start, as the
+# harness does) for DURATION seconds against `direct` (the harness's nginx upstream itself: what the load
+# generator and the shared core add without any proxy), `nginx-plain` and each Keyward side, in an order that
+# rotates from round to round, and prints each one's p50 and p99; then, per Keyward side, the median of its
+# per-round p99 ratio to nginx-plain and the rounds where it was lower. The proxies run pinned to core 0, oha
+# and the upstream on core 1, as in the harness.
+#
+# SIDE: keyward (the release build) or NAME=PATH for another build (e.g. before=/tmp/keyward-before); the
+# default is one side, keyward. Needs nginx and oha (load.sh --rate installs oha). Loopback only; bounded rounds
+# and time.
+# Usage: benches/latency.sh [--rounds N] [--duration S] [--rate R] [SIDE...]   (defaults: 6 rounds, 8 s, 20000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source benches/common.sh
+
+ROUNDS=6
+DURATION=8
+RATE=20000
+while [[ $# -gt 0 && "$1" == --* ]]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    *) echo "latency.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[[ "$ROUNDS" =~ ^[1-9][0-9]?$ && "$DURATION" =~ ^[1-9][0-9]?$ && "$RATE" =~ ^[1-9][0-9]{2,5}$ ]] || {
+  echo "latency.sh: --rounds and --duration take 1 to 99, --rate 100 to 999999" >&2
+  exit 2
+}
+SIDES=("$@")
+[[ ${#SIDES[@]} -gt 0 ]] || SIDES=(keyward)
+for side in "${SIDES[@]}"; do
+  [[ "$side" == keyward || "$side" =~ ^[a-z0-9_-]+=.+$ ]] || { echo "latency.sh: bad side $side" >&2; exit 2; }
+done
+OHA=$(command -v oha || ls "$HOME/.cargo/bin/oha" 2>/dev/null || true)
+[[ -n "$OHA" ]] || { echo "latency.sh: oha is not installed (cargo install oha)" >&2; exit 1; }
+bench_require latency.sh nginx taskset python3
+
+WORK=$(mktemp -d /tmp/keyward-latency.XXXXXX)
+PORT=${KEYWARD_BENCH_PORT:-18600}
+UP=$((PORT + 10))
+PLAIN=$((PORT + 20))
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; nginx -c "$WORK/plain.conf" -p "$WORK" -s stop 2>/dev/null || true; bench_cleanup ""; rm -rf "$WORK"' EXIT
+
+keyward_release latency.sh
+bench_upstream_start "$UP"
+keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
+sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$PLAIN#g" \
+  "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$WORK/plain.conf"
+taskset -c 0 nginx -c "$WORK/plain.conf" -p "$WORK"
+
+# Targets: name and port; Keyward side i listens on PORT + 30 + 2i (its admin API on the next port).
+NAMES=(direct nginx-plain)
+PORTS=("$UP" "$PLAIN")
+for i in "${!SIDES[@]}"; do
+  side=${SIDES[$i]}
+  name=${side%%=*}
+  bin=$BIN
+  [[ "$side" == *=* ]] && bin=${side#*=}
+  port=$((PORT + 30 + 2 * i))
+  cp "$WORK/keyward.db" "$WORK/side$i.db"
+  keyward_bench_config "$WORK/side$i.toml" "$port" "$WORK/side$i.db" "http://127.0.0.1:$UP"
+  KEYWARD_CONFIG=$WORK/side$i.toml taskset -c 0 "$bin" serve >"$WORK/logs/side$i.out" 2>&1 &
+  PIDS+=("$!")
+  NAMES+=("$name")
+  PORTS+=("$port")
+done
+for port in "${PORTS[@]}"; do
+  for n in $(seq 100); do
+    curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/" && break
+    [[ $n == 100 ]] && { echo "latency.sh: nothing answers on port $port" >&2; exit 1; }
+    sleep 0.1
+  done
+done
+
+echo "latency.sh: $ROUNDS rounds of ${DURATION} s per target at $RATE req/s, 64 connections, targets ${NAMES[*]}" >&2
+: >"$WORK/rounds"
+count=${#NAMES[@]}
+for round in $(seq 0 $((ROUNDS - 1))); do
+  line="round=$((round + 1))"
+  for k in $(seq 0 $((count - 1))); do
+    t=$(((k + round) % count))
+    timeout $((DURATION + 30)) taskset -c 1 "$OHA" -z "${DURATION}s" -c 64 -q "$RATE" --latency-correction \
+      --no-tui --output-format json -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORTS[$t]}/" \
+      >"$WORK/oha.json" 2>"$WORK/oha.err" || true
+    kv=$(python3 "$HARNESS_DIR/lib/oha2kv.py" "$WORK/oha.json" "$DURATION" 2>>"$WORK/oha.err") || {
+      echo "latency.sh: no result from oha against ${NAMES[$t]} ($(tail -1 "$WORK/oha.err"))" >&2
+      exit 1
+    }
+    bad=$(sed -n 's/.*err_status=\([0-9]*\).*/\1/p' <<<"$kv")
+    [[ "$bad" == 0 ]] || { echo "latency.sh: ${NAMES[$t]} answered $bad requests with an error" >&2; exit 1; }
+    line+=" ${NAMES[$t]}:$(sed -n 's/.*lat_p50_us=\([0-9]*\).*lat_p99_us=\([0-9]*\).*/\1,\2/p' <<<"$kv")"
+  done
+  echo "$line" | tee -a "$WORK/rounds"
+done
+
+python3 - "$WORK/rounds" "${NAMES[@]}" <<'EOF'
+import statistics
+import sys
+
+path, names = sys.argv[1], sys.argv[2:]
+rounds = []
+for line in open(path):
+    fields = dict(f.split(":") for f in line.split()[1:])
+    rounds.append({n: tuple(int(x) for x in v.split(",")) for n, v in fields.items()})
+for name in names:
+    p50 = statistics.median(r[name][0] for r in rounds)
+    p99 = statistics.median(r[name][1] for r in rounds)
+    print(f"{name}: median p50 {p50:.0f} us, median p99 {p99:.0f} us")
+for name in names[2:]:
+    ratios = [r[name][1] / r["nginx-plain"][1] for r in rounds]
+    lower = sum(x <= 1 for x in ratios)
+    print(
+        f"{name} p99 / nginx-plain p99: median {statistics.median(ratios):.2f} "
+        f"(per round {', '.join(f'{x:.2f}' for x in ratios)}); at or under nginx-plain in {lower} of {len(ratios)}"
+    )
+EOF
