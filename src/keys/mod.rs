@@ -200,13 +200,9 @@ impl ApiKey {
     }
 }
 
-/// Decode stored JSON records, on every available core (a million keys load at start).
-pub fn decode_records(texts: &[String]) -> Result<Vec<ApiKey>, StoreError> {
-    decode_records_each(texts, &|key| key)
-}
-
-/// [`decode_records`], each key passed through `convert` on the decoding thread (a full load turns keys into
-/// cache entries there, so the decoded set is never held beside the entries).
+/// Decode stored JSON records on every available core (a million keys load at start), each key passed through
+/// `convert` on its decoding thread (a full load turns keys into cache entries there, so the decoded set is
+/// never held beside the entries).
 pub fn decode_records_each<T: Send>(
     texts: &[String],
     convert: &(impl Fn(ApiKey) -> T + Sync),
