@@ -44,7 +44,7 @@ pub struct App {
     admin: Listener,
     proxy_state: Arc<ProxyState>,
     admin_state: Arc<AdminState>,
-    store_watch: Option<StoreWatch>,
+    store_watch: StoreWatch,
     primed: Option<postgres::listen::Primed>,
     /// The last SQLite change the start's load included (the SQLite watch goes on from it).
     sqlite_synced: i64,
@@ -59,34 +59,25 @@ pub enum StoreWatch {
 }
 
 /// Open the configured store (PostgreSQL connects and migrates on its first call).
-pub fn open_store(
-    cfg: &StoreConfig,
-) -> Result<(Arc<dyn KeyStore>, Option<StoreWatch>), StoreError> {
+pub fn open_store(cfg: &StoreConfig) -> Result<(Arc<dyn KeyStore>, StoreWatch), StoreError> {
     match cfg {
         StoreConfig::Sqlite { path } => {
             let store = SqliteStore::open(path)?;
-            Ok((Arc::new(store.clone()), Some(StoreWatch::Sqlite(store))))
+            Ok((Arc::new(store.clone()), StoreWatch::Sqlite(store)))
         }
         StoreConfig::Postgres { url } => {
             let store = PostgresStore::open(url)?;
-            Ok((Arc::new(store.clone()), Some(StoreWatch::Postgres(store))))
+            Ok((Arc::new(store.clone()), StoreWatch::Postgres(store)))
         }
     }
 }
 
 /// The upstream side of the configured store (the same database as the keys).
-fn upstream_store(
-    watch: Option<&StoreWatch>,
-    cfg: &StoreConfig,
-) -> Result<Arc<dyn UpstreamStore>, StoreError> {
-    Ok(match watch {
-        Some(StoreWatch::Sqlite(s)) => Arc::new(s.clone()),
-        Some(StoreWatch::Postgres(s)) => Arc::new(s.clone()),
-        None => match cfg {
-            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
-            StoreConfig::Postgres { url } => Arc::new(PostgresStore::open(url)?),
-        },
-    })
+fn upstream_store(watch: &StoreWatch) -> Arc<dyn UpstreamStore> {
+    match watch {
+        StoreWatch::Sqlite(s) => Arc::new(s.clone()),
+        StoreWatch::Postgres(s) => Arc::new(s.clone()),
+    }
 }
 
 /// Load the stored upstreams and warn about routes naming an upstream that is not registered (they answer 502
@@ -123,7 +114,7 @@ impl App {
         let mut sqlite_synced = 0;
         let primed = match &store_watch {
             // The change feed listens before the first read, and that read is the initial load.
-            Some(StoreWatch::Postgres(pg)) => Some(
+            StoreWatch::Postgres(pg) => Some(
                 postgres::listen::prime(
                     pg,
                     &postgres::listen::SyncTarget {
@@ -134,12 +125,8 @@ impl App {
                 )
                 .await?,
             ),
-            Some(StoreWatch::Sqlite(sqlite)) => {
+            StoreWatch::Sqlite(sqlite) => {
                 sqlite_synced = reload_sqlite(sqlite, &cache).await?;
-                None
-            }
-            None => {
-                cache.replace_keys(store.load_all().await?);
                 None
             }
         };
@@ -159,7 +146,7 @@ impl App {
             Arc::clone(&auth),
             Arc::clone(&metrics),
         )?);
-        let upstream_store = upstream_store(store_watch.as_ref(), &config.store)?;
+        let upstream_store = upstream_store(&store_watch);
         let upstreams = Arc::clone(proxy_state.upstreams());
         load_upstreams(&config, upstream_store.as_ref(), &upstreams).await?;
         let admin_state = Arc::new(AdminState {
@@ -235,14 +222,14 @@ impl App {
         ));
         let state = Arc::clone(&self.admin_state);
         let upstream_feed = match &self.store_watch {
-            Some(StoreWatch::Postgres(store)) => Some(tokio::spawn(postgres::upstreams::run_feed(
+            StoreWatch::Postgres(store) => Some(tokio::spawn(postgres::upstreams::run_feed(
                 store.clone(),
                 Arc::clone(&state.upstreams),
                 rx.clone(),
             ))),
-            _ => None,
+            StoreWatch::Sqlite(_) => None,
         };
-        let watcher = self.store_watch.map(|watch| match watch {
+        let watcher = match self.store_watch {
             StoreWatch::Sqlite(store) => {
                 tokio::spawn(watch_sqlite(store, state, rx, self.sqlite_synced))
             }
@@ -254,7 +241,7 @@ impl App {
                 };
                 tokio::spawn(postgres::listen::run(store, target, rx, self.primed))
             }
-        });
+        };
         shutdown.await;
         tracing::info!(
             grace_s = grace.as_secs(),
@@ -262,9 +249,7 @@ impl App {
         );
         let _ = tx.send(true);
         let _ = tokio::join!(proxy_task, admin_task);
-        if let Some(w) = watcher {
-            w.abort();
-        }
+        watcher.abort();
         if let Some(f) = upstream_feed {
             f.abort();
         }
