@@ -5,18 +5,25 @@
 //! remembered for `2 × window` after it is first seen.
 //!
 //! Layout: [`SHARDS`] independent spin-locked shards, picked by the token digest. Each shard holds the set of
-//! the 128-bit digests `SipHash-2-4-128(key, key_id ‖ 0 ‖ token)`, plus a FIFO of `(digest, expiry)` in
-//! insertion order; the expiry is kept once, in the FIFO (16 bytes a slot in the set, where a map to the expiry
-//! took 32). SipHash is a pseudorandom function built for exactly this (hash tables fed by an adversary), and
-//! its key is random per process, so no client can choose tokens whose digests collide in the set: the
-//! digest's own bits are its hash (no second hash per lookup), and 128 bits keep an accidental collision out
-//! of reach (about 2^-128 per pair). It replaced the first half of a salted SHA-256, which cost two SHA-256
+//! the 128-bit digests `SipHash-2-4-128(key, key_id ‖ 0 ‖ token)`, plus a FIFO of the digests in insertion
+//! order (16 bytes a slot in each). Expiries are not kept per digest: the FIFO is cut into runs ([`Run`]) of
+//! consecutive digests whose expiries lie within [`Run`]'s granularity (a 256th of the lifetime) of the run's
+//! first, and a run expires, all its digests at once, at the latest expiry among them. So a token is
+//! remembered for at least its lifetime and at most a 256th of it longer, and an entry takes 32 bytes of slots
+//! where a FIFO of `(digest, expiry)` took 48: the proxy's resident memory grew by 52–53 bytes per accepted
+//! NWS4 request where it grew by 73–75 (400 000 requests; BENCHMARKS.md §1), so the default 1 000 000 entries
+//! hold about 50 MiB, not 70, at the same CPU per request.
+//!
+//! SipHash is a pseudorandom function built for exactly this (hash tables fed by an adversary), and its key is
+//! random per process, so no client can choose tokens whose digests collide in the set: the digest's own bits
+//! are its hash (no second hash per lookup), and 128 bits keep an accidental collision out of reach (about
+//! 2^-128 per pair). It replaced the first half of a salted SHA-256, which cost two SHA-256
 //! blocks per signed request for the same property. Expiry is `now + lifetime` with one lifetime for all
-//! entries, so the FIFO is (nearly) sorted by expiry and purging pops from its front, removing each popped
-//! digest from the set: amortised O(1) per insert, never a scan. A digest is in the set at most once and in
-//! the FIFO once. A token still in the set is `Seen` even if its expiry has passed unpopped (`now` read out of
-//! order across threads): refusing the same token again is always safe, and a signed token two windows old is
-//! outside its window anyway. A global counter bounds the entries.
+//! entries, so the FIFO is (nearly) sorted by expiry and purging pops expired runs from its front, removing
+//! each popped digest from the set: amortised O(1) per insert, never a scan. A digest is in the set at most
+//! once and in the FIFO once. A token still in the set is `Seen` even if its expiry has passed unpopped
+//! (`now` read out of order across threads): refusing the same token again is always safe, and a signed token
+//! two windows old is outside its window anyway. A global counter bounds the entries.
 //!
 //! The shards' locks are spin locks ([`spin::mutex::SpinMutex`]), not `std::sync::Mutex`: the std lock's
 //! release is an atomic swap, a locked instruction, which waits for the insert's stores to reach a cache line
@@ -46,6 +53,12 @@ use spin::relax::Yield;
 
 /// Number of shards; a power of two so the shard index is a mask of the digest.
 pub const SHARDS: usize = 32;
+/// Most expired digests an insert pops from its shard. A run expires all at once and may hold thousands of
+/// digests (a 256th of the lifetime's traffic to one shard), so popping them all would stall the one request
+/// that finds them expired; inserts arrive as fast as entries expire, so popping a few each keeps up, and an
+/// expired digest not yet popped is only remembered longer (still refused, always safe). A cache found full
+/// sweeps every shard without a limit.
+pub const PURGE_PER_INSERT: usize = 32;
 /// Upper bound on the remembered lifetime (2 × window), so `Instant + lifetime` cannot overflow.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -66,6 +79,8 @@ pub struct ReplayCache {
     /// The SipHash key: random per process, never shown.
     key: [u8; 16],
     lifetime: Duration,
+    /// How far past a run's first expiry a digest may still join it: a 256th of the lifetime.
+    granularity: Duration,
     max_entries: usize,
     len: AtomicUsize,
 }
@@ -78,7 +93,25 @@ type ShardLock = SpinMutex<Shard, Yield>;
 #[derive(Default)]
 struct Shard {
     seen: HashSet<TokenDigest, BuildHasherDefault<DigestHasher>>,
-    order: VecDeque<(TokenDigest, Instant)>,
+    /// The digests in insertion order.
+    order: VecDeque<TokenDigest>,
+    /// `order` cut into runs, oldest first: the first run's `len` digests are `order`'s front.
+    runs: VecDeque<Run>,
+}
+
+/// Consecutive digests of a shard's FIFO that expire together, at the latest of their expiries.
+///
+/// A digest joins the last run when its expiry is at most the run's granularity past the run's first expiry
+/// (or earlier: `now` read out of order across threads); otherwise it opens a run. Runs therefore open more
+/// than a granularity apart, so a shard holds at most about 257 live runs whatever its traffic.
+#[derive(Debug)]
+struct Run {
+    /// The expiry of the digest that opened the run.
+    opened: Instant,
+    /// The latest expiry of the run's digests: when all of them are forgotten.
+    expires: Instant,
+    /// How many digests of `order` the run holds.
+    len: usize,
 }
 
 // === impl ReplayCache ===
@@ -90,10 +123,12 @@ impl ReplayCache {
         let shards = (0..SHARDS)
             .map(|_| ShardLock::new(Shard::default()))
             .collect();
+        let lifetime = window.saturating_mul(2).min(MAX_LIFETIME);
         Self {
             shards,
             key: rand::random(),
-            lifetime: window.saturating_mul(2).min(MAX_LIFETIME),
+            lifetime,
+            granularity: lifetime / 256,
             max_entries,
             len: AtomicUsize::new(0),
         }
@@ -136,7 +171,7 @@ impl ReplayCache {
     pub fn purge_expired(&self, now: Instant) -> usize {
         self.shards
             .iter()
-            .map(|shard| self.purge_shard(&mut lock(shard), now))
+            .map(|shard| self.purge_shard(&mut lock(shard), now, usize::MAX))
             .sum()
     }
 
@@ -147,7 +182,7 @@ impl ReplayCache {
         now: Instant,
         expires: Instant,
     ) -> Result<(), Replay> {
-        self.purge_shard(shard, now);
+        self.purge_shard(shard, now, PURGE_PER_INSERT);
         if shard.seen.contains(&digest) {
             return Err(Replay::Seen);
         }
@@ -160,21 +195,49 @@ impl ReplayCache {
             return Err(Replay::Full);
         }
         shard.seen.insert(digest);
-        shard.order.push_back((digest, expires));
+        shard.order.push_back(digest);
+        match shard.runs.back_mut() {
+            Some(run)
+                if run
+                    .opened
+                    .checked_add(self.granularity)
+                    .is_some_and(|end| expires <= end) =>
+            {
+                run.expires = run.expires.max(expires);
+                run.len += 1;
+            }
+            _ => shard.runs.push_back(Run {
+                opened: expires,
+                expires,
+                len: 1,
+            }),
+        }
         Ok(())
     }
 
-    /// Pops the shard's expired FIFO front and forgets those digests.
-    fn purge_shard(&self, shard: &mut Shard, now: Instant) -> usize {
-        let mut removed = 0;
-        while let Some(&(digest, expires)) = shard.order.front() {
-            if expires > now {
+    /// Pops up to `limit` digests of the shard's expired runs from the FIFO's front and forgets them; a run
+    /// cut short stays at the front with what is left of it.
+    fn purge_shard(&self, shard: &mut Shard, now: Instant, limit: usize) -> usize {
+        let (mut popped, mut removed) = (0, 0);
+        while popped < limit {
+            let Some(run) = shard.runs.front_mut() else {
+                break;
+            };
+            if run.expires > now {
                 break;
             }
-            shard.order.pop_front();
-            if shard.seen.remove(&digest) {
-                removed += 1;
+            // The runs' lengths add up to the FIFO's; the FIFO's length only guards the drain's bound.
+            let take = run.len.min(limit - popped).min(shard.order.len());
+            run.len -= take;
+            if run.len == 0 || take == 0 {
+                shard.runs.pop_front();
             }
+            for digest in shard.order.drain(..take) {
+                if shard.seen.remove(&digest) {
+                    removed += 1;
+                }
+            }
+            popped += take;
         }
         if removed > 0 {
             self.len.fetch_sub(removed, Ordering::AcqRel);
@@ -205,6 +268,9 @@ impl Shard {
         }
         if self.order.capacity() > MIN_CAPACITY && self.order.len() * 4 < self.order.capacity() {
             self.order.shrink_to(self.order.len() * 2);
+        }
+        if self.runs.capacity() > MIN_CAPACITY && self.runs.len() * 4 < self.runs.capacity() {
+            self.runs.shrink_to(self.runs.len() * 2);
         }
     }
 }
@@ -321,6 +387,102 @@ mod tests {
         assert_eq!(
             cache.check_and_insert("k", &second, later + 2 * WINDOW),
             Ok(())
+        );
+    }
+
+    /// Distinct tokens that all land in `token`'s shard.
+    fn tokens_in_shard_of(cache: &ReplayCache, token: &[u8], count: usize) -> Vec<Vec<u8>> {
+        let shard_of = |t: &[u8]| (token_digest(&cache.key, "k", t) >> 120) as usize % SHARDS;
+        let shard = shard_of(token);
+        (0u32..)
+            .map(|i| i.to_be_bytes().to_vec())
+            .filter(|t| shard_of(t) == shard)
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn tokens_of_one_run_are_forgotten_together_never_before_their_own_expiry() {
+        let cache = ReplayCache::new(WINDOW, 100);
+        let lifetime = 2 * WINDOW;
+        // A 256th of 600 s is 2.34 s: the tokens at 0 s and 1 s make one run, the one at 3 s opens another.
+        let t = tokens_in_shard_of(&cache, b"x", 3);
+        let now = Instant::now();
+        let at = |secs: u64| now + Duration::from_secs(secs);
+        for (token, secs) in t.iter().zip([0, 1, 3]) {
+            assert_eq!(cache.check_and_insert("k", token, at(secs)), Ok(()));
+        }
+        // The first token's own expiry has passed, but not its run's: still remembered.
+        assert_eq!(cache.purge_expired(at(0) + lifetime), 0);
+        assert_eq!(
+            cache.check_and_insert("k", &t[0], at(0) + lifetime),
+            Err(Replay::Seen)
+        );
+        // At the run's expiry (its latest token's) both go; the third token's run stays.
+        assert_eq!(cache.purge_expired(at(1) + lifetime), 2);
+        assert_eq!(
+            cache.check_and_insert("k", &t[2], at(2) + lifetime),
+            Err(Replay::Seen)
+        );
+        assert_eq!(cache.purge_expired(at(3) + lifetime), 1);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_insert_pops_a_bounded_number_of_expired_tokens_and_a_sweep_pops_them_all() {
+        let cache = ReplayCache::new(WINDOW, 1_000);
+        let t = tokens_in_shard_of(&cache, b"x", 3 * PURGE_PER_INSERT + 2);
+        let now = Instant::now();
+        // One run of 3 × PURGE_PER_INSERT + 1 tokens, all expired by `later`.
+        for token in &t[1..] {
+            assert_eq!(cache.check_and_insert("k", token, now), Ok(()));
+        }
+        let later = now + 2 * WINDOW;
+        assert_eq!(cache.check_and_insert("k", &t[0], later), Ok(()));
+        assert_eq!(cache.len(), 2 * PURGE_PER_INSERT + 2);
+        // The last token was never popped: refused still, until the sweep.
+        assert_eq!(
+            cache.check_and_insert("k", &t[3 * PURGE_PER_INSERT + 1], later),
+            Err(Replay::Seen)
+        );
+        assert_eq!(cache.len(), PURGE_PER_INSERT + 2);
+        assert_eq!(cache.purge_expired(later), PURGE_PER_INSERT + 1);
+        assert_eq!(cache.len(), 1);
+        let shard =
+            lock(&cache.shards[(token_digest(&cache.key, "k", &t[0]) >> 120) as usize % SHARDS]);
+        assert_eq!(shard.runs.len(), 1);
+        assert_eq!(shard.order.len(), 1);
+    }
+
+    #[test]
+    fn a_shard_holds_a_bounded_number_of_runs() {
+        let window = Duration::from_secs(1);
+        let cache = ReplayCache::new(window, 100_000);
+        let start = Instant::now();
+        // 60 000 tokens 100 µs apart (three lifetimes): a shard gets one every 3.2 ms on average and a run spans
+        // 7.8 ms, so runs hold a few tokens each, and a shard never holds more than 257 of them.
+        for i in 0..60_000u64 {
+            let now = start + Duration::from_micros(100 * i);
+            assert_eq!(cache.check_and_insert("k", &i.to_be_bytes(), now), Ok(()));
+        }
+        let (mut runs, mut held) = (0, 0);
+        for shard in cache.shards.iter() {
+            let shard = lock(shard);
+            assert!(shard.runs.len() <= 257, "{} runs", shard.runs.len());
+            assert_eq!(
+                shard.runs.iter().map(|r| r.len).sum::<usize>(),
+                shard.order.len()
+            );
+            assert_eq!(shard.order.len(), shard.seen.len());
+            runs += shard.runs.len();
+            held += shard.order.len();
+        }
+        assert!(runs * 2 < held, "{runs} runs for {held} tokens");
+        // Two seconds of tokens, plus at most a run's span and a token or two per shard not yet purged.
+        assert!(
+            cache.len() <= 20_000 + 20_000 / 256 + 2 * SHARDS,
+            "len {}",
+            cache.len()
         );
     }
 
