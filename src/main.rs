@@ -138,6 +138,7 @@ fn main() -> ExitCode {
     let built = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .thread_keep_alive(BLOCKING_KEEP_ALIVE)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
@@ -154,6 +155,16 @@ fn main() -> ExitCode {
     };
     runtime.block_on(run(cli))
 }
+
+/// How long an idle blocking-pool thread (store calls: the SQLite watch's poll each second, the admin API's
+/// writes) waits for more work on a one-CPU runtime before it exits; tokio's default is 10 s.
+///
+/// While a process has a second thread, the kernel takes and drops a reference on the file of every system
+/// call's descriptor (a single-threaded process's descriptor table cannot change under the call, so there it
+/// skips them); with the default, the poll each second kept a blocking thread alive for good, and the proxy's
+/// four or five system calls a request paid for it. With a short keep-alive the thread exits after the poll,
+/// and a new one is started for the next (tens of microseconds a second).
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One worker per CPU this process may run on (respects taskset/cgroup affinity).
 fn worker_threads() -> usize {
