@@ -144,8 +144,7 @@ impl ReplayCache {
             // Unrepresentable expiry: refuse rather than remember the token for less than its window.
             return Err(Replay::Full);
         };
-        // The low bits pick the set slot; the top byte picks the shard.
-        let shard = &self.shards[usize::from((digest >> 120) as u8) % SHARDS];
+        let shard = &self.shards[shard_index(digest)];
         match self.try_insert(&mut lock(shard), digest, now, expires) {
             Err(Replay::Full) => {}
             other => return other,
@@ -286,6 +285,11 @@ fn token_digest(key: &[u8; 16], key_id: &str, token: &[u8]) -> TokenDigest {
     hasher.finish128().as_u128()
 }
 
+/// The shard a digest belongs to: its top byte (the low bits pick the set slot).
+fn shard_index(digest: TokenDigest) -> usize {
+    usize::from((digest >> 120) as u8) % SHARDS
+}
+
 /// The set's hasher: a keyed SipHash digest is already uniform, so its low 64 bits are the hash.
 #[derive(Default)]
 struct DigestHasher(u64);
@@ -363,8 +367,7 @@ mod tests {
     #[test]
     fn an_expired_token_not_yet_purged_is_still_seen_then_forgotten() {
         let cache = ReplayCache::new(WINDOW, 100);
-        let shard_of =
-            |token: &[u8]| (token_digest(&cache.key, "k", token) >> 120) as usize % SHARDS;
+        let shard_of = |token: &[u8]| shard_index(token_digest(&cache.key, "k", token));
         // Two tokens in one shard, inserted with `now` out of order (as threads may read it): the later one
         // sits at the FIFO's front, so the earlier one's expiry passes before it can be popped.
         let first = b"first".to_vec();
@@ -392,7 +395,7 @@ mod tests {
 
     /// Distinct tokens that all land in `token`'s shard.
     fn tokens_in_shard_of(cache: &ReplayCache, token: &[u8], count: usize) -> Vec<Vec<u8>> {
-        let shard_of = |t: &[u8]| (token_digest(&cache.key, "k", t) >> 120) as usize % SHARDS;
+        let shard_of = |t: &[u8]| shard_index(token_digest(&cache.key, "k", t));
         let shard = shard_of(token);
         (0u32..)
             .map(|i| i.to_be_bytes().to_vec())
@@ -448,8 +451,7 @@ mod tests {
         assert_eq!(cache.len(), PURGE_PER_INSERT + 2);
         assert_eq!(cache.purge_expired(later), PURGE_PER_INSERT + 1);
         assert_eq!(cache.len(), 1);
-        let shard =
-            lock(&cache.shards[(token_digest(&cache.key, "k", &t[0]) >> 120) as usize % SHARDS]);
+        let shard = lock(&cache.shards[shard_index(token_digest(&cache.key, "k", &t[0]))]);
         assert_eq!(shard.runs.len(), 1);
         assert_eq!(shard.order.len(), 1);
     }
