@@ -19,7 +19,8 @@
 #          plain `cargo build --release`; the result files say which build ran.
 # Results: the harness prints the table and writes it under $BENCH_RESULTS (default bench-results/); each table
 # gets the proxy process's own CPU per request appended (benches/process_cpu.py), which at a fixed rate below
-# saturation is steadier than the harness's core-busy column.
+# saturation is steadier than the harness's core-busy column; the first also gets oha's errors by kind
+# (benches/oha_errors.py), since the harness counts the requests oha cancels at its deadline as errors.
 set -Eeuo pipefail
 # A failed step would otherwise end the run without a word (the signed runs' harness output goes to /dev/null).
 trap 'rc=$?; echo "load.sh: stopped at line $LINENO (exit $rc): $BASH_COMMAND" >&2' ERR
@@ -88,10 +89,13 @@ latest_raw() {
   [[ -e "${raws[-1]}" ]] || { echo "load.sh: no result file in $BENCH_RESULTS" >&2; return 1; }
   echo "${raws[-1]}"
 }
+started=$(date +%s)
 "${HARNESS[@]}" --peers "${BENCH_PEERS:-direct,nginx-plain,nginx-auth,haproxy-plain,haproxy-auth}" "${args[@]}"
 # The process's own CPU per request next to the harness's core-busy column (see benches/process_cpu.py).
 raw=$(latest_raw)
 python3 benches/process_cpu.py "$raw" | tee -a "${raw%.raw}.md"
+# Which of the fixed-rate phase's "errors" oha only cancelled at its deadline (see benches/oha_errors.py).
+python3 benches/oha_errors.py "$BENCH_WORK/logs" "$started" | tee -a "${raw%.raw}.md"
 build_note | tee -a "${raw%.raw}.md"
 
 RUNS=${KEYWARD_BENCH_SIGNED_RUNS:-3}
