@@ -1,6 +1,6 @@
 //! Criterion benches of the per-request hot paths: the bearer decision (decode, look up, compare, claims) at
 //! 1 000 and 1 000 000 keys, NWS4 and RFC 9421 verification of a GET and a 1 KiB POST, the replay window,
-//! header rewriting, and the digest check of a 1 MiB signed body (fed in 16 KiB chunks, as the proxy receives
+//! routing (first-match over 8 and 64 rules), header rewriting, and the digest check of a 1 MiB signed body (fed in 16 KiB chunks, as the proxy receives
 //! it) against plain SHA-256 of the same bytes.
 
 use std::hint::black_box;
@@ -21,6 +21,7 @@ use keyward::keys::cache::KeyCache;
 use keyward::keys::view::{ApiKeyInput, encode_credential};
 use keyward::policy::{Claim, authorize};
 use keyward::proxy::headers::{self, ContextHeaders};
+use keyward::routes::{AuthMode, PathMatch, RouteTable, Rule};
 
 fn key(i: usize) -> ApiKey {
     let now = Utc::now();
@@ -317,6 +318,63 @@ fn header_rewrite(c: &mut Criterion) {
     });
 }
 
+/// A route table of `n` rules shaped like a service's: per resource, an exact health-style path, a write rule
+/// limited to POST and PUT, and a prefix for the rest, each requiring a claim; the default requires a key.
+fn route_table(n: usize) -> RouteTable {
+    let rule = |name: String, path: PathMatch, methods: Vec<Method>| Rule {
+        require: vec![Claim::parse(&format!("{name}:read")).expect("a valid claim")],
+        name,
+        path,
+        methods,
+        auth: AuthMode::Required,
+        upstream: None,
+    };
+    let rules = (0..n)
+        .map(|i| match i % 3 {
+            0 => rule(
+                format!("r{i}-status"),
+                PathMatch::Exact(format!("/r{i}/status")),
+                vec![],
+            ),
+            1 => rule(
+                format!("r{i}-write"),
+                PathMatch::Prefix(format!("/r{}/", i - 1)),
+                vec![Method::POST, Method::PUT],
+            ),
+            _ => rule(
+                format!("r{i}"),
+                PathMatch::Prefix(format!("/r{}/", i - 2)),
+                vec![],
+            ),
+        })
+        .collect();
+    RouteTable::new(
+        rules,
+        rule("default".into(), PathMatch::Prefix("/".into()), vec![]),
+    )
+}
+
+fn routing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("routing");
+    for n in [8usize, 64] {
+        let table = route_table(n);
+        // A GET matched by the last prefix rule (every rule before it is tried) and a path no rule matches.
+        let last_prefix = (0..n).rev().find(|i| i % 3 == 2).expect("n >= 3");
+        let last = format!("/r{}/items/42", last_prefix - 2);
+        assert_eq!(table.find_indexed(&Method::GET, &last).0, last_prefix);
+        assert_eq!(table.find_indexed(&Method::GET, "/elsewhere/items/42").0, n);
+        for (label, path) in [
+            ("last_rule", last.as_str()),
+            ("default", "/elsewhere/items/42"),
+        ] {
+            group.bench_with_input(BenchmarkId::new(label, n), &path, |b, path| {
+                b.iter(|| black_box(table.find_indexed(&Method::GET, black_box(path)).0));
+            });
+        }
+    }
+    group.finish();
+}
+
 fn signed_body_digest(c: &mut Criterion) {
     use base64::Engine as _;
     use sha2::{Digest, Sha256};
@@ -350,6 +408,7 @@ mod group {
         bearer_decision,
         hmac_verify,
         replay_window,
+        routing,
         header_rewrite,
         upstream_exchange,
         signed_body_digest
