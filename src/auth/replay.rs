@@ -367,13 +367,12 @@ mod tests {
     #[test]
     fn an_expired_token_not_yet_purged_is_still_seen_then_forgotten() {
         let cache = ReplayCache::new(WINDOW, 100);
-        let shard_of = |token: &[u8]| shard_index(token_digest(&cache.key, "k", token));
         // Two tokens in one shard, inserted with `now` out of order (as threads may read it): the later one
         // sits at the FIFO's front, so the earlier one's expiry passes before it can be popped.
         let first = b"first".to_vec();
         let second = (0u32..)
             .map(|i| i.to_be_bytes().to_vec())
-            .find(|t| shard_of(t) == shard_of(&first))
+            .find(|t| shard_of(&cache, t) == shard_of(&cache, &first))
             .expect("some token shares the shard");
         let now = Instant::now();
         let later = now + Duration::from_secs(10);
@@ -393,13 +392,17 @@ mod tests {
         );
     }
 
+    /// The shard of `token` under key id `k`, the one these tests insert with.
+    fn shard_of(cache: &ReplayCache, token: &[u8]) -> usize {
+        shard_index(token_digest(&cache.key, "k", token))
+    }
+
     /// Distinct tokens that all land in `token`'s shard.
     fn tokens_in_shard_of(cache: &ReplayCache, token: &[u8], count: usize) -> Vec<Vec<u8>> {
-        let shard_of = |t: &[u8]| shard_index(token_digest(&cache.key, "k", t));
-        let shard = shard_of(token);
+        let shard = shard_of(cache, token);
         (0u32..)
             .map(|i| i.to_be_bytes().to_vec())
-            .filter(|t| shard_of(t) == shard)
+            .filter(|t| shard_of(cache, t) == shard)
             .take(count)
             .collect()
     }
@@ -451,7 +454,7 @@ mod tests {
         assert_eq!(cache.len(), PURGE_PER_INSERT + 2);
         assert_eq!(cache.purge_expired(later), PURGE_PER_INSERT + 1);
         assert_eq!(cache.len(), 1);
-        let shard = lock(&cache.shards[shard_index(token_digest(&cache.key, "k", &t[0]))]);
+        let shard = lock(&cache.shards[shard_of(&cache, &t[0])]);
         assert_eq!(shard.runs.len(), 1);
         assert_eq!(shard.order.len(), 1);
     }
