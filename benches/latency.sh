@@ -7,9 +7,11 @@
 # every round runs oha (-c64, open loop at RATE req/s, latency from each request's scheduled start, as the
 # harness does) for DURATION seconds against `direct` (the harness's nginx upstream itself: what the load
 # generator and the shared core add without any proxy), `nginx-plain` and each Keyward side, in an order that
-# rotates from round to round, and prints each one's p50 and p99; then, per Keyward side, the median of its
-# per-round p99 ratio to nginx-plain and the rounds where it was lower. The proxies run pinned to core 0, oha
-# and the upstream on core 1, as in the harness.
+# rotates from round to round, and prints each one's p50 and p99 and, for the proxies, the CPU time they took per
+# request answered (utime and stime of the process and its children, /proc/PID/stat, read before and after each
+# load); then, per Keyward side, the median of its per-round p99 ratio to nginx-plain and the rounds where it
+# was lower, and the same for its CPU per request. The proxies run pinned to core 0, oha and the upstream on
+# core 1, as in the harness.
 #
 # SIDE: keyward (the release build) or NAME=PATH for another build (e.g. before=/tmp/keyward-before); the
 # default is one side, keyward. Needs nginx and oha (load.sh --rate installs oha). Loopback only; bounded rounds
@@ -61,6 +63,7 @@ taskset -c 0 nginx -c "$WORK/plain.conf" -p "$WORK"
 # Targets: name and port; Keyward side i listens on PORT + 30 + 2i (its admin API on the next port).
 NAMES=(direct nginx-plain)
 PORTS=("$UP" "$PLAIN")
+PROCS=("" "") # nginx-plain's master, read once it answers (it writes its pid file after daemonizing)
 for i in "${!SIDES[@]}"; do
   side=${SIDES[$i]}
   name=${side%%=*}
@@ -71,6 +74,7 @@ for i in "${!SIDES[@]}"; do
   keyward_bench_config "$WORK/side$i.toml" "$port" "$WORK/side$i.db" "http://127.0.0.1:$UP"
   KEYWARD_CONFIG=$WORK/side$i.toml taskset -c 0 "$bin" serve >"$WORK/logs/side$i.out" 2>&1 &
   PIDS+=("$!")
+  PROCS+=("$!")
   NAMES+=("$name")
   PORTS+=("$port")
 done
@@ -82,6 +86,18 @@ for port in "${PORTS[@]}"; do
   done
 done
 
+CLK_TCK=$(getconf CLK_TCK)
+ticks() { # PID: user and system clock ticks of the process and its children (nginx's worker); 0 without one
+  local p sum=0 u t
+  [[ -n "$1" ]] || { echo 0; return; }
+  for p in $1 $(pgrep -P "$1" || true); do
+    read -r u t < <(awk '{ print $14, $15 }' "/proc/$p/stat")
+    sum=$((sum + u + t))
+  done
+  echo "$sum"
+}
+
+PROCS[1]=$(cat "$WORK/run/nginx-plain.pid")
 echo "latency.sh: $ROUNDS rounds of ${DURATION} s per target at $RATE req/s, 64 connections, targets ${NAMES[*]}" >&2
 : >"$WORK/rounds"
 count=${#NAMES[@]}
@@ -89,6 +105,7 @@ for round in $(seq 0 $((ROUNDS - 1))); do
   line="round=$((round + 1))"
   for k in $(seq 0 $((count - 1))); do
     t=$(((k + round) % count))
+    before=$(ticks "${PROCS[$t]}")
     timeout $((DURATION + 30)) taskset -c 1 "$OHA" -z "${DURATION}s" -c 64 -q "$RATE" --latency-correction \
       --no-tui --output-format json -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORTS[$t]}/" \
       >"$WORK/oha.json" 2>"$WORK/oha.err" || true
@@ -98,7 +115,10 @@ for round in $(seq 0 $((ROUNDS - 1))); do
     }
     bad=$(sed -n 's/.*err_status=\([0-9]*\).*/\1/p' <<<"$kv")
     [[ "$bad" == 0 ]] || { echo "latency.sh: ${NAMES[$t]} answered $bad requests with an error" >&2; exit 1; }
+    spent=$(($(ticks "${PROCS[$t]}") - before))
+    answered=$(sed -n 's/^requests=\([0-9]*\).*/\1/p' <<<"$kv")
     line+=" ${NAMES[$t]}:$(sed -n 's/.*lat_p50_us=\([0-9]*\).*lat_p99_us=\([0-9]*\).*/\1,\2/p' <<<"$kv")"
+    line+=",$(python3 -c "print(f'{$spent / $CLK_TCK * 1e6 / max($answered, 1):.2f}')")"
   done
   echo "$line" | tee -a "$WORK/rounds"
 done
@@ -111,11 +131,12 @@ path, names = sys.argv[1], sys.argv[2:]
 rounds = []
 for line in open(path):
     fields = dict(f.split(":") for f in line.split()[1:])
-    rounds.append({n: tuple(int(x) for x in v.split(",")) for n, v in fields.items()})
+    rounds.append({n: tuple(float(x) for x in v.split(",")) for n, v in fields.items()})
 for name in names:
     p50 = statistics.median(r[name][0] for r in rounds)
     p99 = statistics.median(r[name][1] for r in rounds)
-    print(f"{name}: median p50 {p50:.0f} us, median p99 {p99:.0f} us")
+    cpu = "" if name == "direct" else f", median CPU {statistics.median(r[name][2] for r in rounds):.2f} us a request"
+    print(f"{name}: median p50 {p50:.0f} us, median p99 {p99:.0f} us{cpu}")
 for name in names[2:]:
     ratios = [r[name][1] / r["nginx-plain"][1] for r in rounds]
     lower = sum(x <= 1 for x in ratios)
@@ -123,4 +144,10 @@ for name in names[2:]:
         f"{name} p99 / nginx-plain p99: median {statistics.median(ratios):.2f} "
         f"(per round {', '.join(f'{x:.2f}' for x in ratios)}); at or under nginx-plain in {lower} of {len(ratios)}"
     )
+    cpu = [r[name][2] / r["nginx-plain"][2] for r in rounds if r["nginx-plain"][2] > 0]
+    if cpu:
+        print(
+            f"{name} CPU per request / nginx-plain's: median {statistics.median(cpu):.2f} "
+            f"(per round {', '.join(f'{x:.2f}' for x in cpu)}); at or under in {sum(x <= 1 for x in cpu)} of {len(cpu)}"
+        )
 EOF
