@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod routes;
+pub mod runtime_load;
 pub mod server;
 pub mod sign;
 pub mod timer;

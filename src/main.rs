@@ -133,17 +133,22 @@ struct SignArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // On one CPU a current-thread runtime serves the same connections without the work-stealing scheduler's
-    // cross-thread wake-ups; with more CPUs, one worker per CPU.
+    // cross-thread wake-ups; with more CPUs, one worker per CPU. Either way the park hooks tell the upstream
+    // write batch whether the runtime is busy (`runtime_load`).
     let workers = worker_threads();
     let built = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+            .on_thread_park(keyward::runtime_load::parked)
+            .on_thread_unpark(keyward::runtime_load::unparked)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .worker_threads(workers)
+            .on_thread_park(keyward::runtime_load::parked)
+            .on_thread_unpark(keyward::runtime_load::unparked)
             .build()
     };
     let runtime = match built {

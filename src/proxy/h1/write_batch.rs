@@ -1,4 +1,5 @@
-//! Upstream request heads of one scheduler pass, written together at the pass's end by one of its tasks.
+//! Upstream request heads of one scheduler pass, written together at the pass's end by one of its tasks, while
+//! the runtime is busy; at once while it has idle time.
 //!
 //! Written one at a time between the pass's other work (reading and authenticating the next request), each
 //! upstream write finds the upstream asleep and pays for waking it: measured, 0.8–1.3 µs more kernel time per
@@ -9,6 +10,12 @@
 //! poll. A head the flush could not write in full (a full socket buffer, an error) is handed back to its task,
 //! which writes the rest itself; so is one whose connection turned readable first (closed by the upstream while
 //! idle), so that the exchange sees the close as it would without the batch.
+//!
+//! The batch saves CPU only where a pass holds several heads, and the first head of a pass waits for the
+//! others: at a third of the core's time (20 000 requests a second), it saved nothing measurable (14.84 µs a
+//! request with it, 14.94 without) and immediate writes had the lower p99 in 9 rounds of 12; at saturation,
+//! signed requests cost 1.064× the CPU without it (BENCHMARKS.md §1). So a head is batched only while
+//! [`runtime_load::busy`] says the runtime is.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -19,14 +26,24 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::runtime_load;
+
 thread_local! {
     /// The batch this thread's tasks are adding to, until its flush.
     static OPEN: std::cell::RefCell<Option<Arc<Batch>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Write `wire` on `stream` with the pass's other upstream heads; the stream comes back once the head is sent,
-/// and `wire` in any case (to be sent again on another connection if this one turns out closed).
-pub(super) async fn write(stream: TcpStream, wire: Vec<u8>) -> (Vec<u8>, io::Result<TcpStream>) {
+/// Write `wire` on `stream`, with the pass's other upstream heads if the runtime is busy; the stream comes back
+/// once the head is sent, and `wire` in any case (to be sent again on another connection if this one turns out
+/// closed).
+pub(super) async fn write(
+    mut stream: TcpStream,
+    wire: Vec<u8>,
+) -> (Vec<u8>, io::Result<TcpStream>) {
+    if !runtime_load::busy() {
+        let written = stream.write_all(&wire).await;
+        return (wire, written.map(|()| stream));
+    }
     let queued = Queued::new(stream, wire);
     // Declared in this order so that an abandoned request cancels its own head before its leader's drop
     // flushes the others.
@@ -339,6 +356,33 @@ mod tests {
         });
     }
 
+    /// On a runtime with idle time a head is written at once: the first poll of the write finishes it.
+    #[test]
+    fn a_head_is_written_at_once_while_the_runtime_has_idle_time() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(runtime_load::parked)
+            .on_thread_unpark(runtime_load::unparked)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (near, far) = pairs(1).await;
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            let stream = near.into_iter().next().unwrap();
+            let mut writing = Box::pin(write(stream, b"at once".to_vec()));
+            let Poll::Ready((wire, stream)) =
+                poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await
+            else {
+                panic!("the head waited for a batch");
+            };
+            assert_eq!(wire, b"at once");
+            assert!(finish(stream).await);
+            assert_eq!(received(far).await, [&b"at once"[..]]);
+        });
+    }
+
     /// A head added to a batch is written at the flush, not before: until the first task runs again, nothing
     /// has left.
     #[test]
@@ -368,7 +412,7 @@ mod tests {
         current_thread().block_on(async {
             let (a, b, far) = two_pairs().await;
             let first = tokio::spawn(async move {
-                // Polled once: it opens the batch and asks to run again after the tasks already woken.
+                // Polled once (this runtime is not measured, so it counts as busy): it opens the batch and asks to run again after the tasks already woken.
                 let mut abandoned = Box::pin(write(a, b"abandoned".to_vec()));
                 poll_fn(|cx| {
                     assert!(abandoned.as_mut().poll(cx).is_pending());
