@@ -9,7 +9,8 @@
 # generator and the shared core add without any proxy), `nginx-plain` and each Keyward side, in an order that
 # rotates from round to round, and prints each one's p50 and p99 and, for the proxies, the CPU time they took per
 # request answered (utime and stime of the process and its children, /proc/PID/stat, read before and after each
-# load); then, per Keyward side, the median of its per-round p99 ratio to nginx-plain and the rounds where it
+# load), and the load core's busy time per request (core 1's non-idle time in /proc/stat: oha, the upstream, and
+# the kernel's share of the proxy's traffic that lands there); then, per Keyward side, the median of its per-round p99 ratio to nginx-plain and the rounds where it
 # was lower, and the same for its CPU per request. The proxies run pinned to core 0, oha and the upstream on
 # core 1, as in the harness.
 #
@@ -98,6 +99,9 @@ ticks() { # PID: user and system clock ticks of the process and its children (ng
 }
 
 PROCS[1]=$(cat "$WORK/run/nginx-plain.pid")
+load_core_busy() { # clock ticks core 1 has spent neither idle nor waiting for I/O
+  awk '$1 == "cpu1" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
 echo "latency.sh: $ROUNDS rounds of ${DURATION} s per target at $RATE req/s, 64 connections, targets ${NAMES[*]}" >&2
 : >"$WORK/rounds"
 count=${#NAMES[@]}
@@ -106,6 +110,7 @@ for round in $(seq 0 $((ROUNDS - 1))); do
   for k in $(seq 0 $((count - 1))); do
     t=$(((k + round) % count))
     before=$(ticks "${PROCS[$t]}")
+    core_before=$(load_core_busy)
     timeout $((DURATION + 30)) taskset -c 1 "$OHA" -z "${DURATION}s" -c 64 -q "$RATE" --latency-correction \
       --no-tui --output-format json -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORTS[$t]}/" \
       >"$WORK/oha.json" 2>"$WORK/oha.err" || true
@@ -116,9 +121,11 @@ for round in $(seq 0 $((ROUNDS - 1))); do
     bad=$(sed -n 's/.*err_status=\([0-9]*\).*/\1/p' <<<"$kv")
     [[ "$bad" == 0 ]] || { echo "latency.sh: ${NAMES[$t]} answered $bad requests with an error" >&2; exit 1; }
     spent=$(($(ticks "${PROCS[$t]}") - before))
+    core_spent=$(($(load_core_busy) - core_before))
     answered=$(sed -n 's/^requests=\([0-9]*\).*/\1/p' <<<"$kv")
     line+=" ${NAMES[$t]}:$(sed -n 's/.*lat_p50_us=\([0-9]*\).*lat_p99_us=\([0-9]*\).*/\1,\2/p' <<<"$kv")"
     line+=",$(python3 -c "print(f'{$spent / $CLK_TCK * 1e6 / max($answered, 1):.2f}')")"
+    line+=",$(python3 -c "print(f'{$core_spent / $CLK_TCK * 1e6 / max($answered, 1):.2f}')")"
   done
   echo "$line" | tee -a "$WORK/rounds"
 done
@@ -136,7 +143,8 @@ for name in names:
     p50 = statistics.median(r[name][0] for r in rounds)
     p99 = statistics.median(r[name][1] for r in rounds)
     cpu = "" if name == "direct" else f", median CPU {statistics.median(r[name][2] for r in rounds):.2f} us a request"
-    print(f"{name}: median p50 {p50:.0f} us, median p99 {p99:.0f} us{cpu}")
+    core = statistics.median(r[name][3] for r in rounds)
+    print(f"{name}: median p50 {p50:.0f} us, median p99 {p99:.0f} us{cpu}, load core {core:.2f} us a request")
 for name in names[2:]:
     ratios = [r[name][1] / r["nginx-plain"][1] for r in rounds]
     lower = sum(x <= 1 for x in ratios)
