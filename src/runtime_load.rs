@@ -5,7 +5,7 @@
 //! and makes the first of them wait for the others; so it batches when the runtime is busy and writes each head
 //! at once when it has idle time (as TCP's autocorking coalesces only while earlier packets are still queued).
 //! The hooks run once per park and once per wake, each reading the clock once; a runtime that is never idle
-//! never parks, so one that goes on writing past [`SINCE_WAKE_BUSY`] heads without parking counts as busy
+//! never parks, so one that goes on writing past `SINCE_WAKE_BUSY` heads without parking counts as busy
 //! whatever its last window said. A thread whose runtime has no hooks (tests, tools) is never measured and
 //! counts as busy, which keeps the batch.
 

@@ -12,10 +12,10 @@
 //! idle), so that the exchange sees the close as it would without the batch.
 //!
 //! The batch saves CPU only where a pass holds several heads, and the first head of a pass waits for the
-//! others: at a third of the core's time (20 000 requests a second), it saved nothing measurable (14.84 µs a
-//! request with it, 14.94 without) and immediate writes had the lower p99 in 9 rounds of 12; at saturation,
-//! signed requests cost 1.064× the CPU without it (BENCHMARKS.md §1). So a head is batched only while
-//! [`runtime_load::busy`] says the runtime is.
+//! others: at a third of the core's time (20 000 requests a second), it saved nothing measurable (14.07 µs a
+//! request with it, 14.10 with heads written at once while idle) and heads written at once had the lower p99 in
+//! 33 rounds of 52; at saturation, signed requests cost 1.064× the CPU without it (BENCHMARKS.md §1). So a head
+//! is batched only while [`runtime_load::busy`] says the runtime is.
 
 use std::future::{Future, poll_fn};
 use std::io;
