@@ -412,7 +412,8 @@ mod tests {
         current_thread().block_on(async {
             let (a, b, far) = two_pairs().await;
             let first = tokio::spawn(async move {
-                // Polled once (this runtime is not measured, so it counts as busy): it opens the batch and asks to run again after the tasks already woken.
+                // Polled once (this runtime is not measured, so it counts as busy): it opens the batch and asks
+                // to run again after the tasks already woken.
                 let mut abandoned = Box::pin(write(a, b"abandoned".to_vec()));
                 poll_fn(|cx| {
                     assert!(abandoned.as_mut().poll(cx).is_pending());
