@@ -60,15 +60,26 @@ bench_require() {
 bench_cleanup() {
   [[ -n "${1:-}" ]] && kill "$1" 2>/dev/null || true
   nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop 2>/dev/null || true
+  [[ -n "${UPSTREAM_PID:-}" ]] && kill "$UPSTREAM_PID" 2>/dev/null || true
 }
 
 # bench_upstream_start PORT: the harness's nginx upstream on 127.0.0.1:PORT, pinned to core 1, its files in $WORK
-# (stopped by bench_cleanup).
+# (stopped by bench_cleanup). It stays in the script's session (`daemon off`), as the harness runs it: a process
+# that daemonizes gets a scheduler autogroup of its own, and then the CPU share its core gives it against the load
+# generator depends on what else runs in the script's group (benches/latency.sh's header says what that did).
 bench_upstream_start() {
   mkdir -p "$WORK/run" "$WORK/logs"
   chmod 755 "$WORK"
   sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$1#g" "$HARNESS_DIR/conf/nginx-upstream.conf.in" >"$WORK/upstream.conf"
-  taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK"
+  taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK" -g 'daemon off;' >"$WORK/logs/upstream.out" 2>&1 &
+  UPSTREAM_PID=$!
+  local n
+  for n in $(seq 50); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.1
+  done
+  echo "bench: the upstream did not come up on port $1 (see $WORK/logs/upstream.out)" >&2
+  return 1
 }
 
 # bench_sign COUNT: $WORK/rfc9421.tsv and $WORK/nws4.tsv, COUNT distinct signed GETs of http://127.0.0.1:$PORT/ each,

@@ -14,6 +14,13 @@
 # was lower, and the same for its CPU per request. The proxies run pinned to core 0, oha and the upstream on
 # core 1, as in the harness.
 #
+# Every process stays in the script's session, as in the harness (nginx with `daemon off`). Until 2026-11-29 the
+# upstream and nginx-plain daemonized and the Keyward sides did not, and with the kernel's scheduler autogroups
+# (/proc/sys/kernel/sched_autogroup_enabled) that was not a fair race: a side shared oha's group, so while it ran
+# on core 0 oha's group had a smaller share of core 1 against the upstream's. nginx-plain's own configuration,
+# started the way the sides were, had a median p50 28.5 µs over nginx-plain's, as far behind as Keyward's
+# (BENCHMARKS.md §1, "a bias in benches/latency.sh").
+#
 # SIDE: keyward (the release build) or NAME=PATH for another build (e.g. before=/tmp/keyward-before); the
 # default is one side, keyward. Needs nginx and oha (load.sh --rate installs oha). Loopback only; bounded rounds
 # and time.
@@ -59,12 +66,14 @@ bench_upstream_start "$UP"
 keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
 sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$PLAIN#g" \
   "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$WORK/plain.conf"
-taskset -c 0 nginx -c "$WORK/plain.conf" -p "$WORK"
+taskset -c 0 nginx -c "$WORK/plain.conf" -p "$WORK" -g 'daemon off;' >"$WORK/logs/nginx-plain.out" 2>&1 &
+PIDS+=("$!")
+PLAIN_PID=$!
 
 # Targets: name and port; Keyward side i listens on PORT + 30 + 2i (its admin API on the next port).
 NAMES=(direct nginx-plain)
 PORTS=("$UP" "$PLAIN")
-PROCS=("" "") # nginx-plain's master, read once it answers (it writes its pid file after daemonizing)
+PROCS=("" "$PLAIN_PID") # nginx-plain's master (its worker is counted as its child)
 for i in "${!SIDES[@]}"; do
   side=${SIDES[$i]}
   name=${side%%=*}
@@ -98,7 +107,6 @@ ticks() { # PID: user and system clock ticks of the process and its children (ng
   echo "$sum"
 }
 
-PROCS[1]=$(cat "$WORK/run/nginx-plain.pid")
 load_core_busy() { # clock ticks core 1 has spent neither idle nor waiting for I/O
   awk '$1 == "cpu1" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
