@@ -21,7 +21,8 @@
 # started the way the sides were, had a median p50 28.5 µs over nginx-plain's, as far behind as Keyward's
 # (BENCHMARKS.md §1, "a bias in benches/latency.sh").
 #
-# SIDE: keyward (the release build) or NAME=PATH for another build (e.g. before=/tmp/keyward-before); the
+# SIDE: keyward (the release build), NAME=PATH for another build (e.g. before=/tmp/keyward-before), or
+# nginx-again: a second nginx-plain, the spread of nginx against itself to read Keyward's ratio against; the
 # default is one side, keyward. Needs nginx and oha (load.sh --rate installs oha). Loopback only; bounded rounds
 # and time.
 # Usage: benches/latency.sh [--rounds N] [--duration S] [--rate R] [SIDE...]   (defaults: 6 rounds, 8 s, 20000)
@@ -48,7 +49,7 @@ done
 SIDES=("$@")
 [[ ${#SIDES[@]} -gt 0 ]] || SIDES=(keyward)
 for side in "${SIDES[@]}"; do
-  [[ "$side" == keyward || "$side" =~ ^[a-z0-9_-]+=.+$ ]] || { echo "latency.sh: bad side $side" >&2; exit 2; }
+  [[ "$side" == keyward || "$side" == nginx-again || "$side" =~ ^[a-z0-9_-]+=.+$ ]] || { echo "latency.sh: bad side $side" >&2; exit 2; }
 done
 OHA=$(command -v oha || ls "$HOME/.cargo/bin/oha" 2>/dev/null || true)
 [[ -n "$OHA" ]] || { echo "latency.sh: oha is not installed (cargo install oha)" >&2; exit 1; }
@@ -80,9 +81,16 @@ for i in "${!SIDES[@]}"; do
   bin=$BIN
   [[ "$side" == *=* ]] && bin=${side#*=}
   port=$((PORT + 30 + 2 * i))
-  cp "$WORK/keyward.db" "$WORK/side$i.db"
-  keyward_bench_config "$WORK/side$i.toml" "$port" "$WORK/side$i.db" "http://127.0.0.1:$UP"
-  KEYWARD_CONFIG=$WORK/side$i.toml taskset -c 0 "$bin" serve >"$WORK/logs/side$i.out" 2>&1 &
+  if [[ "$side" == nginx-again ]]; then
+    mkdir -p "$WORK/side$i/run" "$WORK/side$i/logs"
+    sed -e "s#@WORK@#$WORK/side$i#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$port#g" \
+      "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$WORK/side$i.conf"
+    taskset -c 0 nginx -c "$WORK/side$i.conf" -p "$WORK/side$i" -g 'daemon off;' >"$WORK/logs/side$i.out" 2>&1 &
+  else
+    cp "$WORK/keyward.db" "$WORK/side$i.db"
+    keyward_bench_config "$WORK/side$i.toml" "$port" "$WORK/side$i.db" "http://127.0.0.1:$UP"
+    KEYWARD_CONFIG=$WORK/side$i.toml taskset -c 0 "$bin" serve >"$WORK/logs/side$i.out" 2>&1 &
+  fi
   PIDS+=("$!")
   PROCS+=("$!")
   NAMES+=("$name")
