@@ -65,9 +65,13 @@ trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; nginx -c "$
 keyward_release latency.sh
 bench_upstream_start "$UP"
 keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
-sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$PLAIN#g" \
-  "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$WORK/plain.conf"
-taskset -c 0 nginx -c "$WORK/plain.conf" -p "$WORK" -g 'daemon off;' >"$WORK/logs/nginx-plain.out" 2>&1 &
+nginx_plain_start() { # DIR PORT: the harness's nginx-plain on PORT pinned to core 0, its files in DIR, in this session
+  mkdir -p "$1/run" "$1/logs"
+  sed -e "s#@WORK@#$1#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$2#g" \
+    "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$1/plain.conf"
+  taskset -c 0 nginx -c "$1/plain.conf" -p "$1" -g 'daemon off;' >"$1/logs/nginx-plain.out" 2>&1 &
+}
+nginx_plain_start "$WORK" "$PLAIN"
 PIDS+=("$!")
 PLAIN_PID=$!
 
@@ -82,10 +86,7 @@ for i in "${!SIDES[@]}"; do
   [[ "$side" == *=* ]] && bin=${side#*=}
   port=$((PORT + 30 + 2 * i))
   if [[ "$side" == nginx-again ]]; then
-    mkdir -p "$WORK/side$i/run" "$WORK/side$i/logs"
-    sed -e "s#@WORK@#$WORK/side$i#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$port#g" \
-      "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$WORK/side$i.conf"
-    taskset -c 0 nginx -c "$WORK/side$i.conf" -p "$WORK/side$i" -g 'daemon off;' >"$WORK/logs/side$i.out" 2>&1 &
+    nginx_plain_start "$WORK/side$i" "$port"
   else
     cp "$WORK/keyward.db" "$WORK/side$i.db"
     keyward_bench_config "$WORK/side$i.toml" "$port" "$WORK/side$i.db" "http://127.0.0.1:$UP"
