@@ -73,12 +73,20 @@ bench_upstream_start() {
   sed -e "s#@WORK@#$WORK#g" -e "s#@PORT_UPSTREAM@#$1#g" "$HARNESS_DIR/conf/nginx-upstream.conf.in" >"$WORK/upstream.conf"
   taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK" -g 'daemon off;' >"$WORK/logs/upstream.out" 2>&1 &
   UPSTREAM_PID=$!
-  local n
-  for n in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+  bench_wait_http "$1" || {
+    echo "bench: the upstream did not come up on port $1 (see $WORK/logs/upstream.out)" >&2
+    return 1
+  }
+}
+
+# bench_wait_http PORT [CURL_ARG...]: wait up to 10 s until http://127.0.0.1:PORT/ answers; fail if it never does.
+bench_wait_http() {
+  local port=$1 n
+  shift
+  for n in $(seq 100); do
+    curl -s -o /dev/null "$@" "http://127.0.0.1:$port/" && return 0
     sleep 0.1
   done
-  echo "bench: the upstream did not come up on port $1 (see $WORK/logs/upstream.out)" >&2
   return 1
 }
 

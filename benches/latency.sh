@@ -98,11 +98,10 @@ for i in "${!SIDES[@]}"; do
   PORTS+=("$port")
 done
 for port in "${PORTS[@]}"; do
-  for n in $(seq 100); do
-    curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/" && break
-    [[ $n == 100 ]] && { echo "latency.sh: nothing answers on port $port" >&2; exit 1; }
-    sleep 0.1
-  done
+  bench_wait_http "$port" -H "Authorization: Bearer $TOKEN" || {
+    echo "latency.sh: nothing answers on port $port" >&2
+    exit 1
+  }
 done
 
 CLK_TCK=$(getconf CLK_TCK)

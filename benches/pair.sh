@@ -97,11 +97,7 @@ start_side() { # I: start side I pinned to core 0; sets SIDE_PID[I]
     KEYWARD_CONFIG=$WORK/kw$i.toml taskset -c 0 "$(side_bin "$i")" serve >"$WORK/logs/side$i.out" 2>&1 &
   fi
   SIDE_PID[$i]=$!
-  local n
-  for n in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0
-    sleep 0.1
-  done
+  bench_wait_http "$port" && return 0
   echo "pair.sh: side $((i + 1)) (${SIDES[$i]}) did not come up (see $WORK/logs/side$i.out)" >&2
   exit 1
 }
