@@ -59,7 +59,6 @@ bench_require() {
 # bench_cleanup PID: on exit, stop the Keyward process PID names (if set) and the upstream of bench_upstream_start.
 bench_cleanup() {
   [[ -n "${1:-}" ]] && kill "$1" 2>/dev/null || true
-  nginx -c "$WORK/upstream.conf" -p "$WORK" -s stop 2>/dev/null || true
   [[ -n "${UPSTREAM_PID:-}" ]] && kill "$UPSTREAM_PID" 2>/dev/null || true
 }
 
@@ -77,6 +76,15 @@ bench_upstream_start() {
     echo "bench: the upstream did not come up on port $1 (see $WORK/logs/upstream.out)" >&2
     return 1
   }
+}
+
+# bench_nginx_plain_conf DIR PORT UPSTREAM_PORT: the harness's nginx-plain configuration for 127.0.0.1:PORT in
+# DIR/plain.conf, its pid, logs and temporary files under DIR. Run it in the script's session, with
+# `-g 'daemon off;'`, for the reason bench_upstream_start gives.
+bench_nginx_plain_conf() {
+  mkdir -p "$1/run" "$1/logs"
+  sed -e "s#@WORK@#$1#g" -e "s#@PORT_UPSTREAM@#$3#g" -e "s#@PORT_NGINX_PLAIN@#$2#g" \
+    "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$1/plain.conf"
 }
 
 # bench_wait_http PORT [CURL_ARG...]: wait up to 10 s until http://127.0.0.1:PORT/ answers; fail if it never does.

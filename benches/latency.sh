@@ -60,15 +60,13 @@ PORT=${KEYWARD_BENCH_PORT:-18600}
 UP=$((PORT + 10))
 PLAIN=$((PORT + 20))
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; nginx -c "$WORK/plain.conf" -p "$WORK" -s stop 2>/dev/null || true; bench_cleanup ""; rm -rf "$WORK"' EXIT
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; bench_cleanup ""; rm -rf "$WORK"' EXIT
 
 keyward_release latency.sh
 bench_upstream_start "$UP"
 keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
-nginx_plain_start() { # DIR PORT: the harness's nginx-plain on PORT pinned to core 0, its files in DIR, in this session
-  mkdir -p "$1/run" "$1/logs"
-  sed -e "s#@WORK@#$1#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$2#g" \
-    "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$1/plain.conf"
+nginx_plain_start() { # DIR PORT: nginx-plain on PORT pinned to core 0, its files in DIR
+  bench_nginx_plain_conf "$1" "$2" "$UP"
   taskset -c 0 nginx -c "$1/plain.conf" -p "$1" -g 'daemon off;' >"$1/logs/nginx-plain.out" 2>&1 &
 }
 nginx_plain_start "$WORK" "$PLAIN"

@@ -84,12 +84,11 @@ start_side() { # I: start side I pinned to core 0; sets SIDE_PID[I]
   local i=$1 port
   port=$(side_port "$i")
   if [[ "${SIDES[$i]}" == nginx-plain ]]; then
-    mkdir -p "$WORK/run/nginx$i/logs" "$WORK/run/nginx$i/run"
-    sed -e "s#@WORK@#$WORK/run/nginx$i#g" -e "s#@PORT_UPSTREAM@#$UP#g" -e "s#@PORT_NGINX_PLAIN@#$port#g" \
-      "$HARNESS_DIR/conf/nginx-plain.conf.in" >"$WORK/nginx$i.conf"
+    bench_nginx_plain_conf "$WORK/run/nginx$i" "$port" "$UP"
     # Its request count, for the measured window, on the next port.
-    sed -i '$ s#}$#    server { listen 127.0.0.1:'"$((port + 1))"'; location / { stub_status; } }\n}#' "$WORK/nginx$i.conf"
-    taskset -c 0 nginx -p "$WORK/run/nginx$i" -e "$WORK/logs/nginx$i.error.log" -c "$WORK/nginx$i.conf" \
+    sed -i '$ s#}$#    server { listen 127.0.0.1:'"$((port + 1))"'; location / { stub_status; } }\n}#' \
+      "$WORK/run/nginx$i/plain.conf"
+    taskset -c 0 nginx -p "$WORK/run/nginx$i" -e "$WORK/logs/nginx$i.error.log" -c "$WORK/run/nginx$i/plain.conf" \
       -g 'daemon off;' >"$WORK/logs/side$i.out" 2>&1 &
   else
     cp "$WORK/keyward.db" "$WORK/keyward$i.db"
