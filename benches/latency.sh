@@ -21,9 +21,10 @@
 # started the way the sides were, had a median p50 28.5 µs over nginx-plain's, as far behind as Keyward's
 # (BENCHMARKS.md §1, "a bias in benches/latency.sh").
 #
-# SIDE: keyward (the release build), NAME=PATH for another build (e.g. before=/tmp/keyward-before), or
-# nginx-again: a second nginx-plain, the spread of nginx against itself to read Keyward's ratio against; the
-# default is one side, keyward. Needs nginx and oha (load.sh --rate installs oha). Loopback only; bounded rounds
+# SIDE: keyward (the release build), NAME=PATH for another build (e.g. before=/tmp/keyward-before),
+# nginx-again: a second nginx-plain, the spread of nginx against itself to read Keyward's ratio against, or
+# bytecopy: benches/bytecopy, a proxy that only copies bytes (no HTTP, no authentication) on a current-thread
+# tokio runtime, the floor any request-path change could reach; the default is one side, keyward. Needs nginx and oha (load.sh --rate installs oha). Loopback only; bounded rounds
 # and time.
 # Usage: benches/latency.sh [--rounds N] [--duration S] [--rate R] [SIDE...]   (defaults: 6 rounds, 8 s, 20000)
 set -euo pipefail
@@ -49,7 +50,10 @@ done
 SIDES=("$@")
 [[ ${#SIDES[@]} -gt 0 ]] || SIDES=(keyward)
 for side in "${SIDES[@]}"; do
-  [[ "$side" == keyward || "$side" == nginx-again || "$side" =~ ^[a-z0-9_-]+=.+$ ]] || { echo "latency.sh: bad side $side" >&2; exit 2; }
+  [[ "$side" == keyward || "$side" == nginx-again || "$side" == bytecopy || "$side" =~ ^[a-z0-9_-]+=.+$ ]] || {
+    echo "latency.sh: bad side $side" >&2
+    exit 2
+  }
 done
 OHA=$(command -v oha || ls "$HOME/.cargo/bin/oha" 2>/dev/null || true)
 [[ -n "$OHA" ]] || { echo "latency.sh: oha is not installed (cargo install oha)" >&2; exit 1; }
@@ -63,6 +67,10 @@ PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; bench_cleanup ""; rm -rf "$WORK"' EXIT
 
 keyward_release latency.sh
+if [[ " ${SIDES[*]} " == *" bytecopy "* ]]; then
+  echo "latency.sh: building benches/bytecopy (release)" >&2
+  cargo build --release --locked --manifest-path benches/bytecopy/Cargo.toml --target-dir target/bytecopy >&2
+fi
 bench_upstream_start "$UP"
 keyward_bench_store 1000 501 "http://127.0.0.1:$UP"
 nginx_plain_start() { # DIR PORT: nginx-plain on PORT pinned to core 0, its files in DIR
@@ -82,6 +90,7 @@ for i in "${!SIDES[@]}"; do
   name=${side%%=*}
   bin=$BIN
   [[ "$side" == *=* ]] && bin=${side#*=}
+  [[ "$side" == bytecopy ]] && bin=$PWD/target/bytecopy/release/bytecopy
   port=$((PORT + 30 + 2 * i))
   if [[ "$side" == nginx-again ]]; then
     nginx_plain_start "$WORK/side$i" "$port"
