@@ -24,8 +24,8 @@
 # SIDE: keyward (the release build), NAME=PATH for another build (e.g. before=/tmp/keyward-before),
 # nginx-again: a second nginx-plain, the spread of nginx against itself to read Keyward's ratio against, or
 # bytecopy: benches/bytecopy, a proxy that only copies bytes (no HTTP, no authentication) on a current-thread
-# tokio runtime, the floor any request-path change could reach; the default is one side, keyward. Needs nginx and oha (load.sh --rate installs oha). Loopback only; bounded rounds
-# and time.
+# tokio runtime, the floor any request-path change could reach; the default is one side, keyward. Needs nginx
+# and oha (load.sh --rate installs oha). Loopback only; bounded rounds and time.
 # Usage: benches/latency.sh [--rounds N] [--duration S] [--rate R] [SIDE...]   (defaults: 6 rounds, 8 s, 20000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
